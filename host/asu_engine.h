@@ -1,0 +1,108 @@
+/* The engine: what a server needs from libasu. A base model loaded on a Vulkan device, text
+   generation with an optional LoRA adapter, ASU unlearning jobs that produce adapters, and
+   adapters saved and loaded in the Hugging Face PEFT layout. No gRPC types appear here.
+
+   Thread safety: one asu_model may serve several asu_generate calls and one training run at the
+   same time from different threads. An asu_lora is immutable once created, so any number of
+   generations may read it; the caller keeps it alive until those calls return. */
+#ifndef ASU_ENGINE_H
+#define ASU_ENGINE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "asu_dataset.h"
+#include "asu_error.h"
+
+typedef struct asu_model asu_model;
+typedef struct asu_lora asu_lora;
+
+typedef struct asu_model_config {
+  uint32_t dim, n_layers, n_head, n_kv_head, head_dim, ffn_dim, vocab, context_length;
+  float norm_eps, rope_theta;
+} asu_model_config;
+
+/* Loads a llama GGUF model onto a device (selector as in asu_device_create). */
+int asu_model_load(const char *gguf_path, const char *device_selector, asu_model **out,
+                   asu_error *err);
+void asu_model_destroy(asu_model *m);
+const asu_model_config *asu_model_get_config(const asu_model *m);
+const char *asu_model_path(const asu_model *m);
+
+/* Sampling settings. temperature 0 is greedy; top_p 1 disables nucleus sampling. */
+typedef struct asu_sampling {
+  uint32_t max_tokens;
+  float temperature;
+  float top_p;
+  uint64_t seed;
+} asu_sampling;
+
+/* Called once per decoded token with its text (possibly empty). Returning nonzero stops the
+   generation early without an error. */
+typedef int (*asu_piece_fn)(void *user, int32_t token, const char *text, size_t len);
+
+/* Generates from prompt (UTF-8; "" starts from BOS alone) with adapter (NULL for the base
+   model) until EOS, max_tokens or the context length. */
+int asu_generate(asu_model *m, const asu_lora *adapter, const char *prompt,
+                 const asu_sampling *sampling, asu_piece_fn on_piece, void *user,
+                 asu_error *err);
+
+/* Projections a LoRA adapter can target, as a bit mask. */
+enum asu_lora_target {
+  ASU_LORA_Q = 1 << 0, ASU_LORA_K = 1 << 1, ASU_LORA_V = 1 << 2, ASU_LORA_O = 1 << 3,
+  ASU_LORA_GATE = 1 << 4, ASU_LORA_UP = 1 << 5, ASU_LORA_DOWN = 1 << 6,
+  ASU_LORA_ALL = 0x7f,
+};
+
+enum asu_method { ASU_METHOD_ASU_GD = 0, ASU_METHOD_ASU_KL = 1 };
+
+/* Settings of an unlearning job. asu_unlearn_defaults fills the documented defaults. */
+typedef struct asu_unlearn_config {
+  enum asu_method method;
+  float tau;                /* attention temperature of the teacher */
+  uint64_t tau_layers;      /* bit i set: layer i of the teacher runs at tau; 0 means all */
+  uint32_t lora_rank;
+  float lora_alpha;
+  uint32_t lora_targets;    /* asu_lora_target mask */
+  float learning_rate;
+  float weight_decay;
+  float beta1, beta2, adam_eps;
+  uint32_t steps;           /* full-batch optimiser steps */
+  float forget_weight, retain_weight;
+  uint64_t seed;
+  const char *prompt_template; /* NULL for ASU_DEFAULT_TEMPLATE */
+} asu_unlearn_config;
+
+void asu_unlearn_defaults(asu_unlearn_config *cfg);
+
+/* Progress of a job, reported after every step (step 0 is the state before training). */
+typedef struct asu_progress {
+  uint32_t step, total_steps;
+  double loss;            /* forget_weight * forget + retain_weight * retain */
+  double forget;          /* mean over forget examples of mean answer KL(p_tau || p_theta) */
+  double retain;          /* retain NLL (asu_gd) or KL from the base model (asu_kl) */
+  double heldout_nll;     /* mean NLL per token on held-out text, NaN when not measured */
+} asu_progress;
+
+/* Called after each step; returning nonzero cancels the job (asu_unlearn then fails with
+   ASU_ERR_CANCELLED and produces no adapter). */
+typedef int (*asu_progress_fn)(void *user, const asu_progress *p);
+
+/* Trains a LoRA adapter that makes m forget `forget` while keeping `retain`. heldout may be
+   NULL: the model's own greedy story from BOS is then the held-out text. */
+int asu_unlearn(asu_model *m, const asu_unlearn_config *cfg, const asu_dataset *forget,
+                const asu_dataset *retain, const asu_dataset *heldout,
+                asu_progress_fn on_progress, void *user, asu_lora **out, asu_error *err);
+
+/* Saves an adapter as adapter_model.safetensors plus adapter_config.json in dir (created if
+   missing), each written atomically. Tensor names follow PEFT:
+   base_model.model.model.layers.{i}.self_attn.{q,k,v,o}_proj.lora_{A,B}.weight and
+   base_model.model.model.layers.{i}.mlp.{gate,up,down}_proj.lora_{A,B}.weight. */
+int asu_lora_save(const asu_lora *a, const char *dir, asu_error *err);
+/* Loads an adapter saved in that layout, checking every tensor's name and shape against m. */
+int asu_lora_load(asu_model *m, const char *dir, asu_lora **out, asu_error *err);
+void asu_lora_destroy(asu_lora *a);
+uint32_t asu_lora_rank(const asu_lora *a);
+
+#endif
