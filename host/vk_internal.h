@@ -1,0 +1,70 @@
+/* Internal definitions of the Vulkan runtime shared by host/vk_*.c. */
+#ifndef ASU_VK_INTERNAL_H
+#define ASU_VK_INTERNAL_H
+
+#include <pthread.h>
+#include <vulkan/vulkan.h>
+
+#include "asu_vk.h"
+
+struct asu_device {
+  VkInstance instance;
+  VkPhysicalDevice physical;
+  VkDevice device;
+  VkQueue queue;
+  uint32_t queue_family;
+  pthread_mutex_t queue_lock;  /* vkQueueSubmit needs external synchronisation */
+  VkPhysicalDeviceMemoryProperties memory_properties;
+  uint32_t device_local_type;  /* memory type index for buffers */
+  uint32_t staging_type;       /* host-visible coherent type for uploads and downloads */
+  asu_device_info info;
+  PFN_vkCmdPushDescriptorSetKHR push_descriptor_set;
+
+  pthread_mutex_t kernels_lock;
+  struct asu_kernel *kernels;  /* cache, a singly linked list */
+
+  pthread_mutex_t usage_lock;
+  uint64_t memory_current, memory_peak;
+};
+
+struct asu_buffer {
+  asu_device *dev;
+  VkBuffer buffer;
+  VkDeviceMemory memory;
+  size_t size;
+  void *mapped;  /* non-NULL when the memory is host-visible */
+};
+
+struct asu_kernel {
+  struct asu_kernel *next;
+  char shader[64];
+  uint32_t spec[16];
+  uint32_t n_spec;
+  uint32_t n_buffers;
+  uint32_t push_bytes;
+  VkDescriptorSetLayout set_layout;
+  VkPipelineLayout layout;
+  VkPipeline pipeline;
+};
+
+struct asu_cmd {
+  asu_device *dev;
+  VkCommandPool pool;
+  VkCommandBuffer cb;
+  VkFence fence;
+  int recording;
+  asu_error error;
+};
+
+/* Returns a readable name for a VkResult, as in "VK_ERROR_OUT_OF_DEVICE_MEMORY". */
+const char *asu_vk_result_name(VkResult r);
+/* Sets err from a failed Vulkan call `what` and returns ASU_ERR_VULKAN or ASU_ERR_NOMEM. */
+int asu_vk_fail(asu_error *err, VkResult r, const char *what);
+
+/* Finds a memory type allowed by type_bits with all `required` flags, or -1. */
+int asu_vk_find_memory_type(const asu_device *dev, uint32_t type_bits,
+                            VkMemoryPropertyFlags required);
+
+void asu_kernels_destroy(asu_device *dev);
+
+#endif

@@ -1,0 +1,117 @@
+/* Vulkan runtime: device, buffers, transfers, commands and a first kernel against C. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "asu_ops.h"
+#include "asu_vk.h"
+
+static int passed, failed;
+
+#define CHECK(cond, ...)                                       \
+  do {                                                         \
+    if (cond) {                                                \
+      passed++;                                                \
+    } else {                                                   \
+      failed++;                                                \
+      fprintf(stderr, "%s:%d: check failed: ", __FILE__, __LINE__); \
+      fprintf(stderr, __VA_ARGS__);                            \
+      fputc('\n', stderr);                                     \
+    }                                                          \
+  } while (0)
+
+static void test_transfers(asu_device *dev) {
+  asu_error err;
+  const size_t n = 1027;
+  float *src = malloc(n * sizeof *src), *dst = calloc(n, sizeof *dst);
+  for (size_t i = 0; i < n; i++) src[i] = (float)i * 0.5f - 7.0f;
+  asu_buffer *buf;
+  CHECK(asu_buffer_create(dev, n * sizeof(float), &buf, &err) == ASU_OK, "create: %s", err.message);
+  CHECK(asu_buffer_upload(buf, 0, src, n * sizeof(float), &err) == ASU_OK, "upload: %s", err.message);
+  CHECK(asu_buffer_download(buf, 0, dst, n * sizeof(float), &err) == ASU_OK, "download: %s", err.message);
+  CHECK(memcmp(src, dst, n * sizeof(float)) == 0, "round trip differs");
+
+  int rc = asu_buffer_upload(buf, 8, src, n * sizeof(float), &err);
+  CHECK(rc == ASU_ERR_INVALID, "upload past the end returned %d", rc);
+  CHECK(strstr(err.message, "outside a buffer") != NULL, "message: %s", err.message);
+
+  asu_cmd *cmd;
+  CHECK(asu_cmd_begin(dev, &cmd, &err) == ASU_OK, "begin: %s", err.message);
+  asu_cmd_fill(cmd, buf, 16, 32, 0);
+  CHECK(asu_cmd_submit(cmd, &err) == ASU_OK, "submit fill: %s", err.message);
+  asu_buffer_download(buf, 0, dst, n * sizeof(float), &err);
+  CHECK(dst[3] == src[3] && dst[4] == 0.0f && dst[11] == 0.0f && dst[12] == src[12],
+        "fill wrote the wrong words: %g %g %g %g", dst[3], dst[4], dst[11], dst[12]);
+
+  asu_cmd_fill(cmd, buf, 2, 4, 0);
+  rc = asu_cmd_submit(cmd, &err);
+  CHECK(rc == ASU_ERR_INVALID, "misaligned fill returned %d", rc);
+  asu_cmd_destroy(cmd);
+  asu_buffer_destroy(buf);
+  free(src);
+  free(dst);
+}
+
+static void test_axpy(asu_device *dev) {
+  const uint32_t sizes[] = {1, 7, 33, 64, 65, 257, 100003};
+  for (size_t s = 0; s < sizeof sizes / sizeof *sizes; s++) {
+    uint32_t n = sizes[s];
+    float *x = malloc(n * sizeof *x), *y = malloc(n * sizeof *y), *out = malloc(n * sizeof *out);
+    for (uint32_t i = 0; i < n; i++) {
+      x[i] = (float)rand() / RAND_MAX - 0.5f;
+      y[i] = (float)rand() / RAND_MAX - 0.5f;
+    }
+    asu_error err;
+    asu_buffer *bx, *by;
+    asu_buffer_create(dev, n * sizeof(float), &bx, &err);
+    asu_buffer_create(dev, n * sizeof(float), &by, &err);
+    asu_buffer_upload(bx, 0, x, n * sizeof(float), &err);
+    asu_buffer_upload(by, 0, y, n * sizeof(float), &err);
+    asu_cmd *cmd;
+    asu_cmd_begin(dev, &cmd, &err);
+    asu_op_axpy(cmd, -1.5f, bx, by, n);
+    int rc = asu_cmd_submit(cmd, &err);
+    CHECK(rc == ASU_OK, "axpy n=%u: %s", n, err.message);
+    asu_buffer_download(by, 0, out, n * sizeof(float), &err);
+    double worst = 0;
+    for (uint32_t i = 0; i < n; i++) worst = fmax(worst, fabs(out[i] - (y[i] - 1.5 * x[i])));
+    CHECK(worst < 1e-6, "axpy n=%u: max error %g", n, worst);
+
+    rc = asu_op_axpy(cmd, 1.0f, bx, by, n + 1);
+    CHECK(rc == ASU_ERR_INVALID, "axpy past the buffer end n=%u returned %d", n, rc);
+    asu_cmd_destroy(cmd);
+    asu_buffer_destroy(bx);
+    asu_buffer_destroy(by);
+    free(x);
+    free(y);
+    free(out);
+  }
+}
+
+static void test_selector(void) {
+  asu_device *dev = NULL;
+  asu_error err;
+  int rc = asu_device_create("no such device name", &dev, &err);
+  CHECK(rc == ASU_ERR_NOT_FOUND, "unknown selector returned %d", rc);
+  CHECK(strstr(err.message, "no such device name") != NULL, "message: %s", err.message);
+}
+
+int main(void) {
+  asu_device *dev;
+  asu_error err;
+  if (asu_device_create(NULL, &dev, &err)) {
+    fprintf(stderr, "no device: %s\n", err.message);
+    return 1;
+  }
+  test_transfers(dev);
+  test_axpy(dev);
+  test_selector();
+  uint64_t current, peak;
+  asu_device_memory_usage(dev, &current, &peak);
+  CHECK(current == 0, "%llu bytes still allocated", (unsigned long long)current);
+  CHECK(peak > 0, "peak usage not recorded");
+  asu_device_destroy(dev);
+  printf("%d passed, %d failed\n", passed, failed);
+  return failed ? 1 : 0;
+}
