@@ -95,6 +95,24 @@ int asu_unlearn(asu_model *m, const asu_unlearn_config *cfg, const asu_dataset *
                 const asu_dataset *retain, const asu_dataset *heldout,
                 asu_progress_fn on_progress, void *user, asu_lora **out, asu_error *err);
 
+/* Full-weight fine-tuning: mean answer NLL over all examples, full batch, AdamW. */
+typedef struct asu_finetune_config {
+  uint32_t steps;
+  float learning_rate, weight_decay, beta1, beta2, adam_eps;
+  const char *prompt_template; /* NULL for ASU_DEFAULT_TEMPLATE */
+} asu_finetune_config;
+
+void asu_finetune_defaults(asu_finetune_config *cfg);
+
+/* Trains every weight of m in place on data; progress reports the NLL as both loss and retain.
+   Not to be called while m serves generations. */
+int asu_finetune(asu_model *m, const asu_finetune_config *cfg, const asu_dataset *data,
+                 asu_progress_fn on_progress, void *user, asu_error *err);
+
+/* Writes m's current weights as a GGUF file with the metadata and tokenizer of the file it was
+   loaded from (written atomically). */
+int asu_model_save(const asu_model *m, const char *path, asu_error *err);
+
 /* Saves an adapter as adapter_model.safetensors plus adapter_config.json in dir (created if
    missing), each written atomically. Tensor names follow PEFT:
    base_model.model.model.layers.{i}.self_attn.{q,k,v,o}_proj.lora_{A,B}.weight and

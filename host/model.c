@@ -1,0 +1,181 @@
+/* Loading a llama GGUF model onto a device, and saving its weights back to GGUF. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "asu_log.h"
+#include "model_internal.h"
+
+static const char *const layer_weight_names[ASU_W_PER_LAYER] = {
+    "attn_norm", "attn_q", "attn_k", "attn_v", "attn_output",
+    "ffn_norm", "ffn_gate", "ffn_up", "ffn_down",
+};
+
+static int read_config(const asu_gguf *g, asu_model_config *c, asu_error *err) {
+  const char *arch = NULL;
+  size_t len = 0;
+  int rc = asu_gguf_get_string(g, "general.architecture", &arch, &len, err);
+  if (rc) return rc;
+  if (len != 5 || memcmp(arch, "llama", 5) != 0)
+    return asu_error_set(err, ASU_ERR_FORMAT,
+                         "general.architecture is '%.*s'; only 'llama' models are supported",
+                         (int)len, arch);
+  struct { const char *key; uint32_t *dst; } required[] = {
+      {"llama.embedding_length", &c->dim},
+      {"llama.block_count", &c->n_layers},
+      {"llama.attention.head_count", &c->n_head},
+      {"llama.feed_forward_length", &c->ffn_dim},
+  };
+  for (size_t i = 0; i < sizeof required / sizeof *required; i++) {
+    rc = asu_gguf_get_u32(g, required[i].key, required[i].dst, err);
+    if (rc) return rc;
+  }
+  c->n_kv_head = c->n_head;
+  if (asu_gguf_has_key(g, "llama.attention.head_count_kv") &&
+      (rc = asu_gguf_get_u32(g, "llama.attention.head_count_kv", &c->n_kv_head, err)))
+    return rc;
+  c->context_length = 2048;
+  if (asu_gguf_has_key(g, "llama.context_length") &&
+      (rc = asu_gguf_get_u32(g, "llama.context_length", &c->context_length, err)))
+    return rc;
+  c->norm_eps = 1e-5f;
+  if (asu_gguf_has_key(g, "llama.attention.layer_norm_rms_epsilon") &&
+      (rc = asu_gguf_get_f32(g, "llama.attention.layer_norm_rms_epsilon", &c->norm_eps, err)))
+    return rc;
+  c->rope_theta = 10000.0f;
+  if (asu_gguf_has_key(g, "llama.rope.freq_base") &&
+      (rc = asu_gguf_get_f32(g, "llama.rope.freq_base", &c->rope_theta, err)))
+    return rc;
+
+  if (c->dim == 0 || c->n_layers == 0 || c->n_head == 0 || c->n_kv_head == 0 ||
+      c->ffn_dim == 0 || c->dim % c->n_head != 0 || c->n_head % c->n_kv_head != 0 ||
+      c->n_layers > 256 || c->context_length == 0)
+    return asu_error_set(err, ASU_ERR_FORMAT,
+                         "inconsistent hyper-parameters: embedding_length %u, block_count %u, "
+                         "head_count %u, head_count_kv %u, feed_forward_length %u",
+                         c->dim, c->n_layers, c->n_head, c->n_kv_head, c->ffn_dim);
+  c->head_dim = c->dim / c->n_head;
+  if (c->head_dim % 2 != 0 || c->head_dim > 256)
+    return asu_error_set(err, ASU_ERR_FORMAT, "head size %u must be even and at most 256",
+                         c->head_dim);
+  return ASU_OK;
+}
+
+/* Uploads tensor `name` after checking it has rows x cols elements (GGUF dims cols, rows). */
+static int load_weight(asu_model *m, const char *name, uint32_t rows, uint32_t cols,
+                       asu_weight *w, asu_error *err) {
+  const asu_gguf_tensor *t = asu_gguf_find_tensor(m->gguf, name);
+  if (!t)
+    return asu_error_set(err, ASU_ERR_FORMAT, "tensor '%s' is missing from the model", name);
+  bool shape_ok = rows == 1 ? (t->n_dims == 1 && t->dims[0] == cols)
+                            : (t->n_dims == 2 && t->dims[0] == cols && t->dims[1] == rows);
+  if (!shape_ok)
+    return asu_error_set(err, ASU_ERR_FORMAT,
+                         "tensor '%s' has shape (%llu, %llu); expected (%u, %u) innermost first",
+                         name, (unsigned long long)t->dims[0],
+                         (unsigned long long)(t->n_dims > 1 ? t->dims[1] : 1), cols, rows);
+  size_t n = (size_t)rows * cols;
+  float *data = malloc(n * sizeof *data);
+  if (!data) return asu_error_set(err, ASU_ERR_NOMEM, "out of memory reading '%s'", name);
+  int rc = asu_gguf_tensor_to_f32(t, data, n, err);
+  if (!rc) rc = asu_buffer_create(m->dev, n * sizeof(float), &w->buf, err);
+  if (!rc) rc = asu_buffer_upload(w->buf, 0, data, n * sizeof(float), err);
+  free(data);
+  if (rc) return asu_error_wrap(err, "tensor '%s': ", name);
+  snprintf(w->name, sizeof w->name, "%s", name);
+  w->rows = rows;
+  w->cols = cols;
+  return ASU_OK;
+}
+
+static void layer_weight_shape(const asu_model_config *c, enum asu_layer_weight w,
+                               uint32_t *rows, uint32_t *cols) {
+  uint32_t kv_dim = c->n_kv_head * c->head_dim;
+  switch (w) {
+  case ASU_W_ATTN_NORM: case ASU_W_FFN_NORM: *rows = 1; *cols = c->dim; break;
+  case ASU_W_Q: case ASU_W_O: *rows = c->dim; *cols = c->dim; break;
+  case ASU_W_K: case ASU_W_V: *rows = kv_dim; *cols = c->dim; break;
+  case ASU_W_GATE: case ASU_W_UP: *rows = c->ffn_dim; *cols = c->dim; break;
+  case ASU_W_DOWN: *rows = c->dim; *cols = c->ffn_dim; break;
+  default: *rows = *cols = 0;
+  }
+}
+
+static int load_weights(asu_model *m, asu_error *err) {
+  const asu_model_config *c = &m->cfg;
+  int rc = load_weight(m, "token_embd.weight", c->vocab, c->dim, &m->tok_embd, err);
+  if (!rc) rc = load_weight(m, "output_norm.weight", 1, c->dim, &m->output_norm, err);
+  if (!rc) {
+    m->tied_output = asu_gguf_find_tensor(m->gguf, "output.weight") == NULL;
+    if (m->tied_output) m->output = m->tok_embd;
+    else rc = load_weight(m, "output.weight", c->vocab, c->dim, &m->output, err);
+  }
+  for (uint32_t l = 0; l < c->n_layers && !rc; l++) {
+    for (int w = 0; w < ASU_W_PER_LAYER && !rc; w++) {
+      char name[48];
+      uint32_t rows, cols;
+      snprintf(name, sizeof name, "blk.%u.%s.weight", l, layer_weight_names[w]);
+      layer_weight_shape(c, (enum asu_layer_weight)w, &rows, &cols);
+      rc = load_weight(m, name, rows, cols, &m->layers[l][w], err);
+    }
+  }
+  return rc;
+}
+
+int asu_model_load(const char *gguf_path, const char *device_selector, asu_model **out,
+                   asu_error *err) {
+  *out = NULL;
+  asu_model *m = calloc(1, sizeof *m);
+  if (!m) return asu_error_set(err, ASU_ERR_NOMEM, "out of memory");
+  m->path = strdup(gguf_path);
+  int rc = asu_gguf_open(gguf_path, &m->gguf, err);
+  if (!rc) rc = read_config(m->gguf, &m->cfg, err);
+  if (!rc) rc = asu_tokenizer_from_gguf(m->gguf, &m->tok, err);
+  if (!rc) {
+    m->cfg.vocab = asu_tokenizer_vocab_size(m->tok);
+    m->layers = calloc(m->cfg.n_layers, sizeof *m->layers);
+    if (!m->layers) rc = asu_error_set(err, ASU_ERR_NOMEM, "out of memory");
+  }
+  if (!rc) rc = asu_device_create(device_selector, &m->dev, err);
+  if (!rc) rc = load_weights(m, err);
+  if (rc) {
+    asu_error_wrap(err, "loading model '%s': ", gguf_path);
+    asu_model_destroy(m);
+    return rc;
+  }
+  const asu_model_config *c = &m->cfg;
+  asu_log_info("model %s: %u layers, width %u, %u heads (%u key/value heads) of %u, ffn %u, "
+               "vocab %u, context %u", gguf_path, c->n_layers, c->dim, c->n_head, c->n_kv_head,
+               c->head_dim, c->ffn_dim, c->vocab, c->context_length);
+  *out = m;
+  return ASU_OK;
+}
+
+void asu_model_destroy(asu_model *m) {
+  if (!m) return;
+  if (m->layers) {
+    for (uint32_t l = 0; l < m->cfg.n_layers; l++)
+      for (int w = 0; w < ASU_W_PER_LAYER; w++) asu_buffer_destroy(m->layers[l][w].buf);
+    free(m->layers);
+  }
+  if (!m->tied_output) asu_buffer_destroy(m->output.buf);
+  asu_buffer_destroy(m->output_norm.buf);
+  asu_buffer_destroy(m->tok_embd.buf);
+  asu_device_destroy(m->dev);
+  asu_tokenizer_destroy(m->tok);
+  asu_gguf_close(m->gguf);
+  free(m->path);
+  free(m);
+}
+
+const asu_model_config *asu_model_get_config(const asu_model *m) { return &m->cfg; }
+const char *asu_model_path(const asu_model *m) { return m->path; }
+
+void asu_layer_scales(const asu_model *m, float tau, uint64_t layer_mask, float *layer_scale) {
+  float base = 1.0f / sqrtf((float)m->cfg.head_dim);
+  for (uint32_t l = 0; l < m->cfg.n_layers; l++) {
+    bool selected = layer_mask == 0 || (l < 64 && (layer_mask >> l) & 1);
+    layer_scale[l] = selected ? base / tau : base;
+  }
+}
