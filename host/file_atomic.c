@@ -47,7 +47,7 @@ int asu_atomic_open(const char *path, asu_atomic_file **out, asu_error *err) {
                          "directory exists and is writable",
                          path, strerror(e));
   }
-  /* mkstemp creates the file with mode 0600; the stored files are ordinary data files. */
+  /* mkstemp creates the file with mode 0600, but the stored files are ordinary data files. */
   if (fchmod(f->fd, 0644) != 0) {
     int e = errno;
     asu_atomic_abort(f);
@@ -96,8 +96,8 @@ static void fsync_parent_dir(const char *path) {
   }
   int fd = open(name, O_RDONLY | O_DIRECTORY);
   if (fd >= 0) {
-    /* NOTE: some file systems do not support fsync on directories; the rename has already
-       happened, so a failure here only weakens durability after a crash. */
+    /* NOTE: some file systems reject fsync on directories. The rename has already happened,
+       so a failure here only weakens durability after a crash. */
     (void)fsync(fd);
     close(fd);
   }

@@ -1,6 +1,6 @@
-/* Streaming atomic file writes, internal to libasu: the data goes to a temporary file in the
-   destination's directory, which is fsync'd and renamed over the destination on commit, so a
-   reader sees either the old file or the whole new one. */
+/* Streaming atomic file writes, internal to libasu. The data goes to a temporary file in the
+   destination's directory. Commit fsyncs it and renames it over the destination, so a reader
+   sees either the old file or the whole new one. */
 #ifndef ASU_FILE_ATOMIC_H
 #define ASU_FILE_ATOMIC_H
 

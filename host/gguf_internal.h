@@ -22,4 +22,10 @@ typedef struct asu_gguf_kv_section {
 
 void asu_gguf_kv_section_of(const asu_gguf *g, asu_gguf_kv_section *out);
 
+/* Returns the GGML name of a tensor type id ("F32", "Q4_K"), or NULL for an unknown id. */
+const char *asu_ggml_type_name(uint32_t type);
+
+/* Converts IEEE 754 half-precision bits to float, keeping subnormals, infinities and NaNs. */
+float asu_f16_to_f32(uint16_t h);
+
 #endif

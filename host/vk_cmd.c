@@ -2,7 +2,10 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <time.h>
 
+#include "asu_log.h"
 #include "vk_internal.h"
 
 static void barrier(asu_cmd *cmd) {
@@ -80,6 +83,47 @@ int asu_cmd_status(const asu_cmd *cmd, asu_error *err) {
   return cmd->error.code;
 }
 
+static double now_seconds(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* Submits everything recorded so far, which ends with the dispatch of `shader`, and charges the
+   wall time to that shader. Work recorded before it is charged too, so profiles are exact only
+   when every dispatch is profiled. */
+static void profile_dispatch(asu_cmd *cmd, const char *shader) {
+  double start = now_seconds();
+  asu_error err;
+  if (asu_cmd_submit(cmd, &err) == ASU_OK) asu_profile_add(cmd->dev, shader, now_seconds() - start);
+  else asu_cmd_fail(cmd, err.code, "%s", err.message);
+}
+
+void asu_profile_add(asu_device *dev, const char *shader, double seconds) {
+  pthread_mutex_lock(&dev->usage_lock);
+  uint32_t i = 0;
+  while (i < dev->profile_count && strcmp(dev->profile_entries[i].shader, shader)) i++;
+  if (i == dev->profile_count && i < sizeof dev->profile_entries / sizeof *dev->profile_entries) {
+    snprintf(dev->profile_entries[i].shader, sizeof dev->profile_entries[i].shader, "%s", shader);
+    dev->profile_count++;
+  }
+  if (i < dev->profile_count) {
+    dev->profile_entries[i].calls++;
+    dev->profile_entries[i].seconds += seconds;
+  }
+  pthread_mutex_unlock(&dev->usage_lock);
+}
+
+void asu_profile_report(asu_device *dev) {
+  double total = 0;
+  for (uint32_t i = 0; i < dev->profile_count; i++) total += dev->profile_entries[i].seconds;
+  for (uint32_t i = 0; i < dev->profile_count; i++) {
+    const struct asu_profile_entry *e = &dev->profile_entries[i];
+    asu_log_info("profile: %-28s %8llu calls %10.3f s %5.1f%%", e->shader,
+                 (unsigned long long)e->calls, e->seconds, total > 0 ? 100 * e->seconds / total : 0);
+  }
+}
+
 void asu_cmd_dispatch(asu_cmd *cmd, asu_kernel *kernel, asu_buffer *const *buffers,
                       const void *push, uint32_t groups_x, uint32_t groups_y, uint32_t groups_z) {
   if (cmd->error.code != ASU_OK) return;
@@ -116,6 +160,7 @@ void asu_cmd_dispatch(asu_cmd *cmd, asu_kernel *kernel, asu_buffer *const *buffe
                        kernel->push_bytes, push);
   vkCmdDispatch(cmd->cb, groups_x, groups_y, groups_z);
   barrier(cmd);
+  if (cmd->dev->profile) profile_dispatch(cmd, kernel->shader);
 }
 
 void asu_cmd_fill(asu_cmd *cmd, asu_buffer *buf, size_t offset, size_t bytes, uint32_t word) {

@@ -277,6 +277,8 @@ int asu_device_create(const char *selector, asu_device **out, asu_error *err) {
     asu_device_destroy(dev);
     return rc;
   }
+  const char *profile = getenv("ASU_PROFILE");
+  dev->profile = profile && *profile && strcmp(profile, "0") != 0;
   const asu_device_info *i = &dev->info;
   asu_log_info("vulkan device: %s (%s, vendor 0x%04x), subgroup size %u, shared memory %u bytes, "
                "fp16 arithmetic %s, 16-bit storage %s, device memory %.1f GiB%s",
@@ -289,6 +291,7 @@ int asu_device_create(const char *selector, asu_device **out, asu_error *err) {
 
 void asu_device_destroy(asu_device *dev) {
   if (!dev) return;
+  if (dev->profile) asu_profile_report(dev);
   if (dev->device) {
     vkDeviceWaitIdle(dev->device);
     asu_kernels_destroy(dev);

@@ -25,6 +25,15 @@ struct asu_device {
 
   pthread_mutex_t usage_lock;
   uint64_t memory_current, memory_peak;
+
+  /* ASU_PROFILE=1: every dispatch is submitted alone and timed, per shader. */
+  bool profile;
+  struct asu_profile_entry {
+    char shader[64];
+    uint64_t calls;
+    double seconds;
+  } profile_entries[64];
+  uint32_t profile_count;
 };
 
 struct asu_buffer {
@@ -66,5 +75,9 @@ int asu_vk_find_memory_type(const asu_device *dev, uint32_t type_bits,
                             VkMemoryPropertyFlags required);
 
 void asu_kernels_destroy(asu_device *dev);
+
+/* Adds one timed dispatch of `shader` to the profile and logs the table when `report`. */
+void asu_profile_add(asu_device *dev, const char *shader, double seconds);
+void asu_profile_report(asu_device *dev);
 
 #endif

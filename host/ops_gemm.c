@@ -1,0 +1,120 @@
+/* C = alpha * op(A) * op(B) + beta * C in one of two kernels:
+   - "gemm" (register tiles): a workgroup is one subgroup and each invocation keeps a TM x TN
+     block of C in registers, with no shared memory. This suits CPU drivers such as lavapipe,
+     where a workgroup runs as one SIMD loop and barriers are expensive.
+   - "gemm_tiled" (shared-memory tiles): 16 x 16 invocations stage slices of A and B in shared
+     memory, the classic layout for GPUs with wide subgroups.
+   The environment variable ASU_GEMM_VARIANT=register or =tiled forces one of them. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ops_internal.h"
+
+/* Mirrors the push constant block of shaders/gemm.comp and shaders/gemm_tiled.comp. */
+typedef struct gemm_push {
+  uint32_t m, n, k;
+  uint32_t lda, ldb, ldc;
+  uint32_t a_offset, b_offset, c_offset;
+  uint32_t tiles_m, tiles_n;
+  float alpha, beta;
+} gemm_push;
+_Static_assert(sizeof(gemm_push) == 52, "gemm_push must match the shader's push constants");
+
+typedef enum gemm_variant { GEMM_REGISTER, GEMM_TILED } gemm_variant;
+
+/* Shape of the shared-memory variant: 16 x 16 invocations, 4 x 4 outputs each, K slices of 16. */
+enum { TILED_WG = 16, TILED_TM = 4, TILED_TN = 4, TILED_BK = 16 };
+#define TILED_SHARED_BYTES \
+  ((uint32_t)(TILED_BK * TILED_WG * (TILED_TM + TILED_TN) * sizeof(float)))
+
+/* Register tile of one invocation in the register variant. */
+enum { REGISTER_TM = 4, REGISTER_TN = 4 };
+
+/* Picks the variant from device features: devices with narrow subgroups (CPU SIMD lanes) or
+   without room for the shared tiles get register tiles; others get shared-memory tiles. */
+static int choose_variant(asu_cmd *cmd, gemm_variant *variant) {
+  const char *forced = getenv("ASU_GEMM_VARIANT");
+  if (forced && *forced) {
+    if (!strcmp(forced, "register")) {
+      *variant = GEMM_REGISTER;
+    } else if (!strcmp(forced, "tiled")) {
+      *variant = GEMM_TILED;
+    } else {
+      asu_cmd_fail(cmd, ASU_ERR_INVALID,
+                   "gemm: ASU_GEMM_VARIANT is '%s'; expected 'register' or 'tiled'", forced);
+      return ASU_ERR_INVALID;
+    }
+    return ASU_OK;
+  }
+  const asu_device_info *info = asu_device_get_info(asu_cmd_device(cmd));
+  bool wide = info->subgroup_size >= 16;
+  bool room = info->max_shared_memory >= TILED_SHARED_BYTES &&
+              info->max_workgroup_invocations >= TILED_WG * TILED_WG;
+  *variant = wide && room ? GEMM_TILED : GEMM_REGISTER;
+  return ASU_OK;
+}
+
+/* Bytes that a stored rows x cols matrix with row stride ld, starting at element `offset`, spans;
+   0 when it is empty (the kernel then reads nothing). */
+static uint64_t matrix_bytes(uint32_t offset, uint32_t rows, uint32_t cols, uint32_t ld) {
+  if (rows == 0 || cols == 0) return 0;
+  return ((uint64_t)offset + (uint64_t)(rows - 1) * ld + cols) * sizeof(float);
+}
+
+static int check_args(asu_cmd *cmd, const asu_gemm_args *g) {
+  char op[160];
+  snprintf(op, sizeof op, "gemm (m %u, n %u, k %u, trans_a %d, trans_b %d, lda %u, ldb %u, ldc %u)",
+           g->m, g->n, g->k, g->trans_a, g->trans_b, g->lda, g->ldb, g->ldc);
+  uint32_t a_rows = g->trans_a ? g->k : g->m, a_cols = g->trans_a ? g->m : g->k;
+  uint32_t b_rows = g->trans_b ? g->n : g->k, b_cols = g->trans_b ? g->k : g->n;
+  if (g->lda < a_cols || g->ldb < b_cols || g->ldc < g->n) {
+    asu_cmd_fail(cmd, ASU_ERR_INVALID,
+                 "%s: a leading dimension is smaller than its row width (A %u, B %u, C %u)", op,
+                 a_cols, b_cols, g->n);
+    return ASU_ERR_INVALID;
+  }
+  if (!asu_ops_fits(cmd, op, "A", g->a, matrix_bytes(g->a_offset, a_rows, a_cols, g->lda)) ||
+      !asu_ops_fits(cmd, op, "B", g->b, matrix_bytes(g->b_offset, b_rows, b_cols, g->ldb)) ||
+      !asu_ops_fits(cmd, op, "C", g->c, matrix_bytes(g->c_offset, g->m, g->n, g->ldc)))
+    return ASU_ERR_INVALID;
+  return ASU_OK;
+}
+
+int asu_op_gemm(asu_cmd *cmd, const asu_gemm_args *args) {
+  int rc = check_args(cmd, args);
+  if (rc) return rc;
+  if (args->m == 0 || args->n == 0) return asu_cmd_status(cmd, NULL);
+  gemm_variant variant;
+  rc = choose_variant(cmd, &variant);
+  if (rc) return rc;
+
+  const asu_device_info *info = asu_device_get_info(asu_cmd_device(cmd));
+  uint32_t wg_n, wg_m, tm, tn;
+  if (variant == GEMM_TILED) {
+    wg_n = TILED_WG, wg_m = TILED_WG, tm = TILED_TM, tn = TILED_TN;
+  } else {
+    /* One subgroup per workgroup, all along N, so the invocations share the rows of A. */
+    wg_n = info->subgroup_size ? info->subgroup_size : 8, wg_m = 1;
+    tm = REGISTER_TM, tn = REGISTER_TN;
+  }
+  uint32_t spec[] = {wg_n, wg_m, tm, tn, args->trans_a, args->trans_b, TILED_BK};
+  asu_kernel *kernel = variant == GEMM_TILED
+                           ? asu_ops_kernel(cmd, "gemm_tiled", spec, 7, 3, sizeof(gemm_push))
+                           : asu_ops_kernel(cmd, "gemm", spec, 6, 3, sizeof(gemm_push));
+  if (!kernel) return asu_cmd_status(cmd, NULL);
+
+  uint32_t tile_m = wg_m * tm, tile_n = wg_n * tn;
+  gemm_push push = {
+      .m = args->m, .n = args->n, .k = args->k,
+      .lda = args->lda, .ldb = args->ldb, .ldc = args->ldc,
+      .a_offset = args->a_offset, .b_offset = args->b_offset, .c_offset = args->c_offset,
+      .tiles_m = (args->m + tile_m - 1) / tile_m, .tiles_n = (args->n + tile_n - 1) / tile_n,
+      .alpha = args->alpha, .beta = args->beta,
+  };
+  asu_buffer *buffers[] = {args->a, args->b, args->c};
+  uint32_t gx, gy;
+  asu_grid_2d(asu_cmd_device(cmd), push.tiles_m * push.tiles_n, &gx, &gy);
+  asu_cmd_dispatch(cmd, kernel, buffers, &push, gx, gy, 1);
+  return asu_cmd_status(cmd, NULL);
+}

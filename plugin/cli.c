@@ -1,0 +1,430 @@
+/* asu: command-line client of the asu.v1.Asu service. See docs/api.md. */
+#include <getopt.h>
+#include <math.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "asu.pb-c.h"
+#include "asu_dataset.h"
+#include "client_rpc.h"
+#include "rpc.h"
+
+#define SERVICE "/asu.v1.Asu/"
+
+/* Exit statuses: 0 success, 1 a failed call or job, 2 bad usage. */
+enum { EXIT_CALL = 1, EXIT_USAGE = 2 };
+
+static const char *usage_text =
+    "usage: asu [--server HOST:PORT] COMMAND [ARGS]\n"
+    "  generate [--adapter NAME] [--max-tokens N] [--temperature T] [--top-p P] [--seed S]\n"
+    "           PROMPT\n"
+    "  unlearn --name NAME --forget FILE --retain FILE [--heldout FILE]\n"
+    "          [--method asu_gd|asu_kl] [--temperature-attn TAU] [--steps N] [--lr X]\n"
+    "          [--rank R] [--activate] [--wait]\n"
+    "  watch JOB | job JOB | cancel JOB\n"
+    "  adapters | activate NAME | deactivate\n"
+    "The default server is 127.0.0.1:50051.\n";
+
+static int usage_error(const char *fmt, const char *arg) {
+  fprintf(stderr, "asu: ");
+  fprintf(stderr, fmt, arg);
+  fprintf(stderr, "\n%s", usage_text);
+  return EXIT_USAGE;
+}
+
+static int call_error(const asu_client_status *st) {
+  fprintf(stderr, "asu: %s: %s\n", asu_rpc_status_name(st->code), st->message);
+  return EXIT_CALL;
+}
+
+static bool parse_u64(const char *s, uint64_t *out) {
+  char *end;
+  if (!*s || *s == '-') return false;
+  unsigned long long v = strtoull(s, &end, 10);
+  if (*end) return false;
+  *out = v;
+  return true;
+}
+
+static bool parse_u32(const char *s, uint32_t *out) {
+  uint64_t v;
+  if (!parse_u64(s, &v) || v > UINT32_MAX) return false;
+  *out = (uint32_t)v;
+  return true;
+}
+
+static bool parse_float(const char *s, float *out) {
+  char *end;
+  float v = strtof(s, &end);
+  if (!*s || *end) return false;
+  *out = v;
+  return true;
+}
+
+/* ---- generate ---- */
+
+typedef struct gen_out {
+  bool any;
+} gen_out;
+
+static int print_piece(void *user, const ProtobufCMessage *msg) {
+  const Asu__V1__GenerateResponse *r = (const Asu__V1__GenerateResponse *)msg;
+  gen_out *g = user;
+  size_t n = strlen(r->text);
+  if (n) {
+    fwrite(r->text, 1, n, stdout);
+    fflush(stdout);
+    g->any = true;
+  }
+  return 0;
+}
+
+static int cmd_generate(asu_client *c, int argc, char **argv) {
+  Asu__V1__GenerateRequest req = ASU__V1__GENERATE_REQUEST__INIT;
+
+  static const struct option opts[] = {{"adapter", required_argument, NULL, 'a'},
+                                       {"max-tokens", required_argument, NULL, 'n'},
+                                       {"temperature", required_argument, NULL, 't'},
+                                       {"top-p", required_argument, NULL, 'p'},
+                                       {"seed", required_argument, NULL, 's'},
+                                       {NULL, 0, NULL, 0}};
+  int o;
+  while ((o = getopt_long(argc, argv, "+", opts, NULL)) != -1) {
+    switch (o) {
+    case 'a': req.adapter = optarg; break;
+    case 'n':
+      if (!parse_u32(optarg, &req.max_tokens)) return usage_error("invalid --max-tokens value: %s", optarg);
+      break;
+    case 't':
+      if (!parse_float(optarg, &req.temperature))
+        return usage_error("invalid --temperature value: %s", optarg);
+      break;
+    case 'p':
+      if (!parse_float(optarg, &req.top_p)) return usage_error("invalid --top-p value: %s", optarg);
+      break;
+    case 's':
+      if (!parse_u64(optarg, &req.seed)) return usage_error("invalid --seed value: %s", optarg);
+      break;
+    default: return usage_error("%s", "invalid generate option");
+    }
+  }
+  if (optind != argc - 1) return usage_error("%s", "generate takes one PROMPT");
+  req.prompt = argv[optind];
+
+  gen_out g = {false};
+  asu_client_status st;
+  int rc = asu_client_stream(c, SERVICE "Generate", &req.base,
+                             &asu__v1__generate_response__descriptor, print_piece, &g, &st);
+  if (g.any && isatty(STDOUT_FILENO)) putchar('\n');
+  fflush(stdout);
+  return rc == 0 ? 0 : call_error(&st);
+}
+
+/* ---- jobs ---- */
+
+static const char *state_name(Asu__V1__Job__State s) {
+  switch (s) {
+  case ASU__V1__JOB__STATE__QUEUED: return "QUEUED";
+  case ASU__V1__JOB__STATE__RUNNING: return "RUNNING";
+  case ASU__V1__JOB__STATE__SUCCEEDED: return "SUCCEEDED";
+  case ASU__V1__JOB__STATE__FAILED: return "FAILED";
+  case ASU__V1__JOB__STATE__CANCELLED: return "CANCELLED";
+  default: return "STATE_UNSPECIFIED";
+  }
+}
+
+static bool terminal(Asu__V1__Job__State s) {
+  return s == ASU__V1__JOB__STATE__SUCCEEDED || s == ASU__V1__JOB__STATE__FAILED ||
+         s == ASU__V1__JOB__STATE__CANCELLED;
+}
+
+static void print_job(FILE *f, const Asu__V1__Job *j) {
+  fprintf(f, "id: %s\nadapter: %s\nstate: %s\nmethod: %s\nstep: %u/%u\n", j->id,
+          j->adapter_name, state_name(j->state), j->method, j->step, j->total_steps);
+  fprintf(f, "loss: %.6f\nforget_loss: %.6f\nretain_loss: %.6f\nheldout_nll: %.6f\n", j->loss,
+          j->forget_loss, j->retain_loss, j->heldout_nll);
+  if (j->adapter_version) fprintf(f, "adapter_version: %u\n", j->adapter_version);
+  if (j->error[0]) fprintf(f, "error: %s\n", j->error);
+}
+
+typedef struct watch_state {
+  bool tty;
+  bool bar_open;
+  Asu__V1__Job__State last_state;
+  uint32_t adapter_version;
+  char error[512];
+  char adapter[65];
+} watch_state;
+
+static void draw_progress(watch_state *w, const Asu__V1__Job *j) {
+  if (w->tty) {
+    const int width = 30;
+    int fill = j->total_steps ? (int)((uint64_t)j->step * width / j->total_steps) : 0;
+    char bar[31];
+    for (int i = 0; i < width; i++) bar[i] = i < fill ? '#' : '.';
+    bar[width] = '\0';
+    fprintf(stderr, "\r%s %-9s [%s] %u/%u loss %.4f forget %.4f retain %.4f", j->id,
+            state_name(j->state), bar, j->step, j->total_steps, j->loss, j->forget_loss,
+            j->retain_loss);
+    if (!isnan(j->heldout_nll)) fprintf(stderr, " heldout %.4f", j->heldout_nll);
+    fprintf(stderr, "\033[K");
+    w->bar_open = true;
+  } else {
+    fprintf(stderr, "%s %s step %u/%u loss %.6f forget %.6f retain %.6f heldout_nll %.6f\n",
+            j->id, state_name(j->state), j->step, j->total_steps, j->loss, j->forget_loss,
+            j->retain_loss, j->heldout_nll);
+  }
+  fflush(stderr);
+}
+
+static int on_job(void *user, const ProtobufCMessage *msg) {
+  const Asu__V1__Job *j = (const Asu__V1__Job *)msg;
+  watch_state *w = user;
+  draw_progress(w, j);
+  w->last_state = j->state;
+  w->adapter_version = j->adapter_version;
+  snprintf(w->error, sizeof w->error, "%s", j->error);
+  snprintf(w->adapter, sizeof w->adapter, "%s", j->adapter_name);
+  return 0;
+}
+
+/* Watches a job to its end; 0 only when it succeeded. */
+static int watch(asu_client *c, const char *id) {
+  Asu__V1__JobRequest req = ASU__V1__JOB_REQUEST__INIT;
+  req.job_id = (char *)id;
+  watch_state w;
+  memset(&w, 0, sizeof w);
+  w.tty = isatty(STDERR_FILENO);
+  asu_client_status st;
+  int rc = asu_client_stream(c, SERVICE "WatchJob", &req.base, &asu__v1__job__descriptor, on_job,
+                             &w, &st);
+  if (w.bar_open) fputc('\n', stderr);
+  if (rc != 0) return call_error(&st);
+  if (!terminal(w.last_state)) {
+    fprintf(stderr, "asu: job %s: the watch ended in state %s\n", id, state_name(w.last_state));
+    return EXIT_CALL;
+  }
+  if (w.last_state == ASU__V1__JOB__STATE__SUCCEEDED) {
+    fprintf(stderr, "job %s: SUCCEEDED: adapter %s version %u\n", id, w.adapter,
+            w.adapter_version);
+    return 0;
+  }
+  fprintf(stderr, "job %s: %s%s%s\n", id, state_name(w.last_state), w.error[0] ? ": " : "",
+          w.error);
+  return EXIT_CALL;
+}
+
+static int load_examples(const char *path, const char *what, Asu__V1__Example ***out,
+                         size_t *n, asu_dataset *ds) {
+  asu_error err;
+  asu_error_clear(&err);
+  if (asu_dataset_load(path, ds, &err) != ASU_OK) {
+    fprintf(stderr, "asu: %s file %s: %s\n", what, path, err.message);
+    return -1;
+  }
+  *out = NULL;
+  *n = 0;
+  if (ds->count == 0) return 0;
+  Asu__V1__Example *items = calloc(ds->count, sizeof *items);
+  Asu__V1__Example **ptrs = calloc(ds->count, sizeof *ptrs);
+  if (!items || !ptrs) {
+    free(items);
+    free(ptrs);
+    fprintf(stderr, "asu: out of memory\n");
+    return -1;
+  }
+  for (size_t i = 0; i < ds->count; i++) {
+    asu__v1__example__init(&items[i]);
+    items[i].question = ds->examples[i].question ? ds->examples[i].question : "";
+    items[i].answer = ds->examples[i].answer ? ds->examples[i].answer : "";
+    ptrs[i] = &items[i];
+  }
+  *out = ptrs;
+  *n = ds->count;
+  return 0;
+}
+
+/* The examples of one list were allocated as one block, starting at ptrs[0]. */
+static void free_examples(Asu__V1__Example **ptrs) {
+  if (!ptrs) return;
+  free(ptrs[0]);
+  free(ptrs);
+}
+
+static int cmd_unlearn(asu_client *c, int argc, char **argv) {
+  Asu__V1__StartUnlearningRequest req = ASU__V1__START_UNLEARNING_REQUEST__INIT;
+  const char *forget = NULL, *retain = NULL, *heldout = NULL;
+  bool wait = false;
+  static const struct option opts[] = {{"name", required_argument, NULL, 'N'},
+                                       {"forget", required_argument, NULL, 'f'},
+                                       {"retain", required_argument, NULL, 'r'},
+                                       {"heldout", required_argument, NULL, 'h'},
+                                       {"method", required_argument, NULL, 'm'},
+                                       {"temperature-attn", required_argument, NULL, 't'},
+                                       {"steps", required_argument, NULL, 's'},
+                                       {"lr", required_argument, NULL, 'l'},
+                                       {"rank", required_argument, NULL, 'R'},
+                                       {"activate", no_argument, NULL, 'a'},
+                                       {"wait", no_argument, NULL, 'w'},
+                                       {NULL, 0, NULL, 0}};
+  int o;
+  while ((o = getopt_long(argc, argv, "+", opts, NULL)) != -1) {
+    switch (o) {
+    case 'N': req.adapter_name = optarg; break;
+    case 'f': forget = optarg; break;
+    case 'r': retain = optarg; break;
+    case 'h': heldout = optarg; break;
+    case 'm': req.method = optarg; break;
+    case 't':
+      if (!parse_float(optarg, &req.tau)) return usage_error("invalid --temperature-attn value: %s", optarg);
+      break;
+    case 's':
+      if (!parse_u32(optarg, &req.steps)) return usage_error("invalid --steps value: %s", optarg);
+      break;
+    case 'l':
+      if (!parse_float(optarg, &req.learning_rate)) return usage_error("invalid --lr value: %s", optarg);
+      break;
+    case 'R':
+      if (!parse_u32(optarg, &req.lora_rank)) return usage_error("invalid --rank value: %s", optarg);
+      break;
+    case 'a': req.activate_on_success = 1; break;
+    case 'w': wait = true; break;
+    default: return usage_error("%s", "invalid unlearn option");
+    }
+  }
+  if (optind != argc) return usage_error("unexpected argument %s", argv[optind]);
+  if (!req.adapter_name[0]) return usage_error("%s", "unlearn needs --name");
+  if (!forget || !retain) return usage_error("%s", "unlearn needs --forget and --retain");
+
+  asu_dataset fds = {0}, rds = {0}, hds = {0};
+  int rc = EXIT_CALL;
+  if (load_examples(forget, "forget", &req.forget, &req.n_forget, &fds) != 0 ||
+      load_examples(retain, "retain", &req.retain, &req.n_retain, &rds) != 0 ||
+      (heldout && load_examples(heldout, "heldout", &req.heldout, &req.n_heldout, &hds) != 0))
+    goto done;
+  ProtobufCMessage *resp = NULL;
+  asu_client_status st;
+  if (asu_client_unary(c, SERVICE "StartUnlearning", &req.base, &asu__v1__job__descriptor, &resp,
+                       &st) != 0) {
+    rc = call_error(&st);
+    goto done;
+  }
+  Asu__V1__Job *job = (Asu__V1__Job *)resp;
+  printf("%s\n", job->id);
+  fflush(stdout);
+  rc = wait ? watch(c, job->id) : 0;
+  protobuf_c_message_free_unpacked(resp, NULL);
+done:
+  free_examples(req.forget);
+  free_examples(req.retain);
+  free_examples(req.heldout);
+  asu_dataset_free(&fds);
+  asu_dataset_free(&rds);
+  asu_dataset_free(&hds);
+  return rc;
+}
+
+static int cmd_job(asu_client *c, const char *method, const char *id) {
+  Asu__V1__JobRequest req = ASU__V1__JOB_REQUEST__INIT;
+  req.job_id = (char *)id;
+  ProtobufCMessage *resp = NULL;
+  asu_client_status st;
+  if (asu_client_unary(c, method, &req.base, &asu__v1__job__descriptor, &resp, &st) != 0)
+    return call_error(&st);
+  Asu__V1__Job *j = (Asu__V1__Job *)resp;
+  if (!strcmp(method, SERVICE "CancelJob")) printf("%s %s\n", j->id, state_name(j->state));
+  else print_job(stdout, j);
+  protobuf_c_message_free_unpacked(resp, NULL);
+  return 0;
+}
+
+/* ---- adapters ---- */
+
+static int cmd_adapters(asu_client *c) {
+  Asu__V1__ListAdaptersRequest req = ASU__V1__LIST_ADAPTERS_REQUEST__INIT;
+  ProtobufCMessage *resp = NULL;
+  asu_client_status st;
+  if (asu_client_unary(c, SERVICE "ListAdapters", &req.base,
+                       &asu__v1__list_adapters_response__descriptor, &resp, &st) != 0)
+    return call_error(&st);
+  Asu__V1__ListAdaptersResponse *r = (Asu__V1__ListAdaptersResponse *)resp;
+  for (size_t i = 0; i < r->n_adapters; i++)
+    printf("%s %u %s\n", r->adapters[i]->name, r->adapters[i]->version,
+           r->adapters[i]->active ? "active" : "inactive");
+  protobuf_c_message_free_unpacked(resp, NULL);
+  return 0;
+}
+
+static int cmd_activate(asu_client *c, const char *name) {
+  Asu__V1__ActivateAdapterRequest req = ASU__V1__ACTIVATE_ADAPTER_REQUEST__INIT;
+  req.name = (char *)name;
+  ProtobufCMessage *resp = NULL;
+  asu_client_status st;
+  if (asu_client_unary(c, SERVICE "ActivateAdapter", &req.base, &asu__v1__adapter__descriptor,
+                       &resp, &st) != 0)
+    return call_error(&st);
+  Asu__V1__Adapter *a = (Asu__V1__Adapter *)resp;
+  printf("%s %u %s\n", a->name, a->version, a->active ? "active" : "inactive");
+  protobuf_c_message_free_unpacked(resp, NULL);
+  return 0;
+}
+
+static int cmd_deactivate(asu_client *c) {
+  Asu__V1__DeactivateAdapterRequest req = ASU__V1__DEACTIVATE_ADAPTER_REQUEST__INIT;
+  ProtobufCMessage *resp = NULL;
+  asu_client_status st;
+  if (asu_client_unary(c, SERVICE "DeactivateAdapter", &req.base,
+                       &asu__v1__deactivate_adapter_response__descriptor, &resp, &st) != 0)
+    return call_error(&st);
+  Asu__V1__DeactivateAdapterResponse *r = (Asu__V1__DeactivateAdapterResponse *)resp;
+  printf("previous: %s\n", r->previous[0] ? r->previous : "none");
+  protobuf_c_message_free_unpacked(resp, NULL);
+  return 0;
+}
+
+static int run_command(asu_client *c, int argc, char **argv) {
+  const char *cmd = argv[0];
+  optind = 1;
+  if (!strcmp(cmd, "generate")) return cmd_generate(c, argc, argv);
+  if (!strcmp(cmd, "unlearn")) return cmd_unlearn(c, argc, argv);
+  if (!strcmp(cmd, "watch") || !strcmp(cmd, "job") || !strcmp(cmd, "cancel")) {
+    if (argc != 2) return usage_error("%s takes one JOB", cmd);
+    if (!strcmp(cmd, "watch")) return watch(c, argv[1]);
+    return cmd_job(c, !strcmp(cmd, "job") ? SERVICE "GetJob" : SERVICE "CancelJob", argv[1]);
+  }
+  if (!strcmp(cmd, "adapters") && argc == 1) return cmd_adapters(c);
+  if (!strcmp(cmd, "activate") && argc == 2) return cmd_activate(c, argv[1]);
+  if (!strcmp(cmd, "deactivate") && argc == 1) return cmd_deactivate(c);
+  return usage_error("unknown command or wrong arguments: %s", cmd);
+}
+
+int main(int argc, char **argv) {
+  const char *server = "127.0.0.1:50051";
+  static const struct option opts[] = {{"server", required_argument, NULL, 's'},
+                                       {"help", no_argument, NULL, 'h'},
+                                       {NULL, 0, NULL, 0}};
+  int o;
+  while ((o = getopt_long(argc, argv, "+", opts, NULL)) != -1) {
+    switch (o) {
+    case 's': server = optarg; break;
+    case 'h': fputs(usage_text, stdout); return 0;
+    default: fputs(usage_text, stderr); return EXIT_USAGE;
+    }
+  }
+  if (optind >= argc) {
+    fputs(usage_text, stderr);
+    return EXIT_USAGE;
+  }
+  asu_client c;
+  memset(&c, 0, sizeof c);
+  if (asu_client_open(&c, server) != 0) {
+    fprintf(stderr, "asu: cannot create a channel to %s\n", server);
+    return EXIT_CALL;
+  }
+  int rc = run_command(&c, argc - optind, argv + optind);
+  asu_client_close(&c);
+  return rc;
+}

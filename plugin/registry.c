@@ -1,0 +1,423 @@
+#include "registry.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+#include "asu_log.h"
+#include "fsutil.h"
+
+#define ACTIVE_FILE "active.json"
+#define VERSION_FILE "asu_version.json"
+/* Hidden work directories of adapters being saved or replaced. */
+#define TMP_PREFIX ".asu-tmp-"
+#define OLD_PREFIX ".asu-old-"
+
+struct asu_adapter_ref {
+  char name[65];
+  uint32_t version;
+  uint32_t rank;
+  int64_t created_unix;
+  asu_lora *lora;
+  unsigned pins;
+  bool retired; /* replaced by a newer version: destroyed at the last unpin */
+  struct asu_adapter_ref *next;
+};
+
+struct asu_registry {
+  pthread_mutex_t mu;
+  asu_model *model;
+  char dir[PATH_MAX - 256]; /* leaves room for the names of the files inside */
+  asu_adapter_ref *list;   /* current version of each name */
+  asu_adapter_ref *active; /* one of list, or NULL for the base model */
+};
+
+static void entry_destroy(asu_adapter_ref *e) {
+  asu_lora_destroy(e->lora);
+  free(e);
+}
+
+static asu_adapter_ref *find(asu_registry *r, const char *name) {
+  for (asu_adapter_ref *e = r->list; e; e = e->next)
+    if (!strcmp(e->name, name)) return e;
+  return NULL;
+}
+
+static void fill_info(asu_registry *r, const asu_adapter_ref *e, asu_adapter_info *out) {
+  memset(out, 0, sizeof *out);
+  if (!e) return;
+  snprintf(out->name, sizeof out->name, "%s", e->name);
+  out->version = e->version;
+  out->rank = e->rank;
+  out->created_unix = e->created_unix;
+  out->active = r->active == e;
+}
+
+/* Reads <adapter_dir>/asu_version.json. Missing fields stay as given. */
+static int read_version(const char *adapter_dir, uint32_t *version, int64_t *created) {
+  char path[PATH_MAX + 32];
+  snprintf(path, sizeof path, "%s/%s", adapter_dir, VERSION_FILE);
+  char *text = NULL;
+  asu_error err;
+  if (asu_fs_read_small(path, 65536, &text, NULL, &err) != ASU_OK) return -1;
+  cJSON *j = cJSON_Parse(text);
+  free(text);
+  if (!j) return -1;
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, "version");
+  const cJSON *c = cJSON_GetObjectItemCaseSensitive(j, "created_unix");
+  int rc = -1;
+  if (cJSON_IsNumber(v) && v->valuedouble >= 1 && v->valuedouble < 4294967296.0) {
+    *version = (uint32_t)v->valuedouble;
+    rc = 0;
+  }
+  if (cJSON_IsNumber(c)) *created = (int64_t)c->valuedouble;
+  cJSON_Delete(j);
+  return rc;
+}
+
+static int write_json(const char *path, cJSON *j, asu_error *err) {
+  char *text = cJSON_Print(j);
+  if (!text) return asu_error_set(err, ASU_ERR_NOMEM, "formatting %s", path);
+  size_t n = strlen(text);
+  char *line = realloc(text, n + 2);
+  if (!line) {
+    free(text);
+    return asu_error_set(err, ASU_ERR_NOMEM, "formatting %s", path);
+  }
+  line[n] = '\n';
+  line[n + 1] = '\0';
+  int rc = asu_fs_write_atomic(path, line, n + 1, err);
+  free(line);
+  return rc;
+}
+
+static int write_version(const char *adapter_dir, const char *name, uint32_t version,
+                         int64_t created, const char *job_id, asu_error *err) {
+  char path[PATH_MAX + 32];
+  snprintf(path, sizeof path, "%s/%s", adapter_dir, VERSION_FILE);
+  cJSON *j = cJSON_CreateObject();
+  cJSON_AddStringToObject(j, "name", name);
+  cJSON_AddNumberToObject(j, "version", version);
+  cJSON_AddNumberToObject(j, "created_unix", (double)created);
+  if (job_id) cJSON_AddStringToObject(j, "job", job_id);
+  int rc = write_json(path, j, err);
+  cJSON_Delete(j);
+  return rc;
+}
+
+/* Records the active adapter name ("" for none); called with r->mu held. */
+static int write_active(asu_registry *r, const char *name, asu_error *err) {
+  char path[PATH_MAX];
+  snprintf(path, sizeof path, "%s/%s", r->dir, ACTIVE_FILE);
+  cJSON *j = cJSON_CreateObject();
+  cJSON_AddStringToObject(j, "active", name);
+  int rc = write_json(path, j, err);
+  cJSON_Delete(j);
+  return rc;
+}
+
+static void insert_sorted(asu_registry *r, asu_adapter_ref *e) {
+  asu_adapter_ref **p = &r->list;
+  while (*p && strcmp((*p)->name, e->name) < 0) p = &(*p)->next;
+  e->next = *p;
+  *p = e;
+}
+
+static void load_one(asu_registry *r, const char *name) {
+  char path[PATH_MAX];
+  snprintf(path, sizeof path, "%s/%s", r->dir, name);
+  asu_lora *lora = NULL;
+  asu_error err;
+  asu_error_clear(&err);
+  if (asu_lora_load(r->model, path, &lora, &err) != ASU_OK) {
+    asu_log_warn("adapter %s: skipping %s: %s (%s)", name, path, err.message,
+                 asu_status_name(err.code));
+    return;
+  }
+  asu_adapter_ref *e = calloc(1, sizeof *e);
+  if (!e) {
+    asu_lora_destroy(lora);
+    asu_log_error("adapter %s: out of memory", name);
+    return;
+  }
+  snprintf(e->name, sizeof e->name, "%.64s", name);
+  e->lora = lora;
+  e->rank = asu_lora_rank(lora);
+  e->version = 1;
+  struct stat st;
+  e->created_unix = stat(path, &st) == 0 ? (int64_t)st.st_mtime : 0;
+  if (read_version(path, &e->version, &e->created_unix) != 0)
+    asu_log_warn("adapter %s: no readable %s, assuming version 1", name, VERSION_FILE);
+  insert_sorted(r, e);
+  asu_log_info("adapter %s: loaded version %u (rank %u) from %s", name, e->version, e->rank,
+               path);
+}
+
+static void restore_active(asu_registry *r) {
+  char path[PATH_MAX];
+  snprintf(path, sizeof path, "%s/%s", r->dir, ACTIVE_FILE);
+  char *text = NULL;
+  asu_error err;
+  if (asu_fs_read_small(path, 65536, &text, NULL, &err) != ASU_OK) {
+    if (err.code != ASU_ERR_NOT_FOUND) asu_log_warn("ignoring %s: %s", path, err.message);
+    return;
+  }
+  cJSON *j = cJSON_Parse(text);
+  free(text);
+  const cJSON *a = j ? cJSON_GetObjectItemCaseSensitive(j, "active") : NULL;
+  if (!cJSON_IsString(a)) {
+    asu_log_warn("ignoring %s: not an object with a string \"active\"", path);
+  } else if (a->valuestring[0]) {
+    r->active = find(r, a->valuestring);
+    if (r->active)
+      asu_log_info("adapter %s: active (version %u)", r->active->name, r->active->version);
+    else
+      asu_log_warn("adapter %s: recorded as active in %s but not loaded; using the base model",
+                   a->valuestring, path);
+  }
+  cJSON_Delete(j);
+}
+
+int asu_registry_open(asu_model *m, const char *dir, asu_registry **out, asu_error *err) {
+  if (strlen(dir) >= PATH_MAX - 256)
+    return asu_error_set(err, ASU_ERR_INVALID, "adapters directory path too long: %s", dir);
+  if (asu_fs_mkdir_p(dir, err) != ASU_OK) return err->code;
+  asu_registry *r = calloc(1, sizeof *r);
+  if (!r) return asu_error_set(err, ASU_ERR_NOMEM, "registry: out of memory");
+  pthread_mutex_init(&r->mu, NULL);
+  r->model = m;
+  snprintf(r->dir, sizeof r->dir, "%s", dir);
+
+  DIR *d = opendir(dir);
+  if (!d) {
+    asu_error_set(err, ASU_ERR_IO, "opening adapters directory %s: %s", dir, strerror(errno));
+    asu_registry_close(r);
+    return err->code;
+  }
+  struct dirent *de;
+  while ((de = readdir(d))) {
+    const char *name = de->d_name;
+    if (!strcmp(name, ".") || !strcmp(name, "..") || !strcmp(name, ACTIVE_FILE)) continue;
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    if (!strncmp(name, TMP_PREFIX, strlen(TMP_PREFIX)) ||
+        !strncmp(name, OLD_PREFIX, strlen(OLD_PREFIX))) {
+      asu_error e2;
+      asu_log_info("removing leftover %s of an interrupted save", path);
+      if (asu_fs_remove_tree(path, &e2) != ASU_OK) asu_log_warn("%s", e2.message);
+      continue;
+    }
+    if (!asu_fs_is_dir(path)) continue;
+    if (!asu_adapter_name_valid(name)) {
+      asu_log_warn("skipping %s: not a valid adapter name", path);
+      continue;
+    }
+    load_one(r, name);
+  }
+  closedir(d);
+  restore_active(r);
+  *out = r;
+  return ASU_OK;
+}
+
+void asu_registry_close(asu_registry *r) {
+  if (!r) return;
+  asu_adapter_ref *e = r->list;
+  while (e) {
+    asu_adapter_ref *next = e->next;
+    if (e->pins) asu_log_error("adapter %s: destroyed with %u pins", e->name, e->pins);
+    entry_destroy(e);
+    e = next;
+  }
+  pthread_mutex_destroy(&r->mu);
+  free(r);
+}
+
+/* Moves the saved directory tmp to final, replacing an older one atomically when the file
+   system can exchange the two. */
+static int install_dir(const char *tmp, const char *final, const char *old, asu_error *err) {
+  if (!asu_fs_is_dir(final)) {
+    if (rename(tmp, final) != 0)
+      return asu_error_set(err, ASU_ERR_IO, "renaming %s to %s: %s", tmp, final,
+                           strerror(errno));
+    return ASU_OK;
+  }
+  if (renameat2(AT_FDCWD, tmp, AT_FDCWD, final, RENAME_EXCHANGE) == 0)
+    return asu_fs_remove_tree(tmp, err); /* tmp now contains the old version */
+  /* No exchange on this file system: two renames, with a short window without the adapter. */
+  if (rename(final, old) != 0)
+    return asu_error_set(err, ASU_ERR_IO, "renaming %s to %s: %s", final, old, strerror(errno));
+  if (rename(tmp, final) != 0) {
+    int e = errno;
+    if (rename(old, final) != 0)
+      asu_log_error("could not restore %s from %s: %s", final, old, strerror(errno));
+    return asu_error_set(err, ASU_ERR_IO, "renaming %s to %s: %s", tmp, final, strerror(e));
+  }
+  return asu_fs_remove_tree(old, err);
+}
+
+int asu_registry_add(asu_registry *r, const char *name, asu_lora *lora, bool activate,
+                     const char *job_id, asu_adapter_info *out, asu_error *err) {
+  char final[PATH_MAX], tmp[PATH_MAX], old[PATH_MAX];
+  snprintf(final, sizeof final, "%s/%s", r->dir, name);
+  snprintf(tmp, sizeof tmp, "%s/%s%s-%s", r->dir, TMP_PREFIX, name, job_id);
+  snprintf(old, sizeof old, "%s/%s%s-%s", r->dir, OLD_PREFIX, name, job_id);
+
+  /* Only the job thread adds adapters, so the version cannot change under us. */
+  uint32_t version = 0;
+  pthread_mutex_lock(&r->mu);
+  asu_adapter_ref *prev = find(r, name);
+  if (prev) version = prev->version;
+  pthread_mutex_unlock(&r->mu);
+  uint32_t on_disk = 0;
+  int64_t ignored = 0;
+  if (read_version(final, &on_disk, &ignored) == 0 && on_disk > version) version = on_disk;
+  version++;
+  int64_t created = (int64_t)time(NULL);
+
+  if (asu_fs_remove_tree(tmp, err) != ASU_OK) return err->code;
+  if (asu_lora_save(lora, tmp, err) != ASU_OK ||
+      write_version(tmp, name, version, created, job_id, err) != ASU_OK ||
+      asu_fs_sync_dir(tmp, err) != ASU_OK || install_dir(tmp, final, old, err) != ASU_OK ||
+      asu_fs_sync_dir(r->dir, err) != ASU_OK) {
+    asu_error e2;
+    asu_fs_remove_tree(tmp, &e2);
+    return asu_error_wrap(err, "saving adapter %s version %u: ", name, version);
+  }
+
+  asu_adapter_ref *e = calloc(1, sizeof *e);
+  if (!e) return asu_error_set(err, ASU_ERR_NOMEM, "registry: out of memory");
+  snprintf(e->name, sizeof e->name, "%s", name);
+  e->version = version;
+  e->rank = asu_lora_rank(lora);
+  e->created_unix = created;
+  e->lora = lora;
+
+  pthread_mutex_lock(&r->mu);
+  prev = find(r, name);
+  bool was_active = prev && r->active == prev;
+  if (prev) {
+    asu_adapter_ref **p = &r->list;
+    while (*p != prev) p = &(*p)->next;
+    *p = prev->next;
+    prev->next = NULL;
+  }
+  insert_sorted(r, e);
+  if (was_active) r->active = e;
+  if (activate && !was_active) {
+    asu_error e2;
+    if (write_active(r, name, &e2) == ASU_OK) r->active = e;
+    else asu_log_error("adapter %s: saved but not activated: %s", name, e2.message);
+  }
+  fill_info(r, e, out);
+  if (prev) {
+    if (prev->pins == 0) {
+      asu_log_info("adapter %s: version %u replaced and released", name, prev->version);
+      entry_destroy(prev);
+    } else {
+      prev->retired = true;
+      asu_log_info("adapter %s: version %u replaced; released after %u running generations",
+                   name, prev->version, prev->pins);
+    }
+  }
+  pthread_mutex_unlock(&r->mu);
+  asu_log_info("adapter %s: version %u saved to %s%s", name, version, final,
+               out->active ? " (active)" : "");
+  return ASU_OK;
+}
+
+int asu_registry_pin(asu_registry *r, const char *name, const asu_lora **lora,
+                     asu_adapter_ref **ref, asu_adapter_info *info, asu_error *err) {
+  pthread_mutex_lock(&r->mu);
+  asu_adapter_ref *e = NULL;
+  if (!strcmp(name, "")) e = r->active;
+  else if (strcmp(name, "none") != 0) {
+    e = find(r, name);
+    if (!e) {
+      pthread_mutex_unlock(&r->mu);
+      return asu_error_set(err, ASU_ERR_NOT_FOUND, "adapter \"%s\" not found", name);
+    }
+  }
+  if (e) e->pins++;
+  fill_info(r, e, info);
+  pthread_mutex_unlock(&r->mu);
+  *lora = e ? e->lora : NULL;
+  *ref = e;
+  return ASU_OK;
+}
+
+void asu_registry_unpin(asu_registry *r, asu_adapter_ref *ref) {
+  if (!ref) return;
+  pthread_mutex_lock(&r->mu);
+  bool release = --ref->pins == 0 && ref->retired;
+  pthread_mutex_unlock(&r->mu);
+  if (release) {
+    asu_log_info("adapter %s: version %u released after its last generation", ref->name,
+                 ref->version);
+    entry_destroy(ref);
+  }
+}
+
+int asu_registry_activate(asu_registry *r, const char *name, asu_adapter_info *out,
+                          asu_error *err) {
+  pthread_mutex_lock(&r->mu);
+  asu_adapter_ref *e = find(r, name);
+  int rc = ASU_OK;
+  if (!e) {
+    rc = asu_error_set(err, ASU_ERR_NOT_FOUND, "adapter \"%s\" not found", name);
+  } else if (r->active != e) {
+    rc = write_active(r, name, err);
+    if (rc == ASU_OK) r->active = e;
+  }
+  if (rc == ASU_OK) fill_info(r, e, out);
+  pthread_mutex_unlock(&r->mu);
+  return rc;
+}
+
+int asu_registry_deactivate(asu_registry *r, char previous[65], asu_error *err) {
+  pthread_mutex_lock(&r->mu);
+  snprintf(previous, 65, "%s", r->active ? r->active->name : "");
+  int rc = ASU_OK;
+  if (r->active) {
+    rc = write_active(r, "", err);
+    if (rc == ASU_OK) r->active = NULL;
+  }
+  pthread_mutex_unlock(&r->mu);
+  return rc;
+}
+
+int asu_registry_list(asu_registry *r, asu_adapter_info **out, size_t *count, char active[65],
+                      asu_error *err) {
+  pthread_mutex_lock(&r->mu);
+  size_t n = 0;
+  for (asu_adapter_ref *e = r->list; e; e = e->next) n++;
+  asu_adapter_info *a = calloc(n ? n : 1, sizeof *a);
+  if (!a) {
+    pthread_mutex_unlock(&r->mu);
+    return asu_error_set(err, ASU_ERR_NOMEM, "registry: out of memory");
+  }
+  size_t i = 0;
+  for (asu_adapter_ref *e = r->list; e; e = e->next) fill_info(r, e, &a[i++]);
+  snprintf(active, 65, "%s", r->active ? r->active->name : "");
+  pthread_mutex_unlock(&r->mu);
+  *out = a;
+  *count = n;
+  return ASU_OK;
+}
+
+bool asu_registry_has(asu_registry *r, const char *name) {
+  pthread_mutex_lock(&r->mu);
+  bool has = find(r, name) != NULL;
+  pthread_mutex_unlock(&r->mu);
+  return has;
+}
