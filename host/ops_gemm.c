@@ -28,11 +28,27 @@ enum { TILED_WG = 16, TILED_TM = 4, TILED_TN = 4, TILED_BK = 16 };
 #define TILED_SHARED_BYTES \
   ((uint32_t)(TILED_BK * TILED_WG * (TILED_TM + TILED_TN) * sizeof(float)))
 
-/* Register tile of one invocation in the register variant. */
-enum { REGISTER_TM = 4, REGISTER_TN = 4 };
+/* Register tile of one invocation in the register variant. 8 x 8 ran about 1.7 times faster
+   than 4 x 4 on lavapipe (LLVM 15, 8-wide AVX2) for the 8000 x 512 x 64 logits product. */
+enum { REGISTER_TM = 8, REGISTER_TN = 8 };
 
-/* Picks the variant from device features: devices with narrow subgroups (CPU SIMD lanes) or
-   without room for the shared tiles get register tiles; others get shared-memory tiles. */
+/* Rows of C per invocation for the register variant: the smallest power of two covering m, up
+   to REGISTER_TM, so that products of a few rows (decoding) do not compute unused rows. */
+static uint32_t register_rows(uint32_t m) {
+  uint32_t tm = 1;
+  while (tm < m && tm < REGISTER_TM) tm *= 2;
+  return tm;
+}
+
+/* Whether the register variant may read K 4 floats at a time: A's rows and B's columns must be
+   contiguous along K and 16-byte aligned. */
+static bool can_read_vec4_k(const asu_gemm_args *g) {
+  return !g->trans_a && g->trans_b && g->a_offset % 4 == 0 && g->lda % 4 == 0 &&
+         g->b_offset % 4 == 0 && g->ldb % 4 == 0;
+}
+
+/* Picks the variant from device features. Devices with narrow subgroups (CPU SIMD lanes) or
+   without room for the shared tiles get register tiles, and others get shared-memory tiles. */
 static int choose_variant(asu_cmd *cmd, gemm_variant *variant) {
   const char *forced = getenv("ASU_GEMM_VARIANT");
   if (forced && *forced) {
@@ -96,12 +112,16 @@ int asu_op_gemm(asu_cmd *cmd, const asu_gemm_args *args) {
   } else {
     /* One subgroup per workgroup, all along N, so the invocations share the rows of A. */
     wg_n = info->subgroup_size ? info->subgroup_size : 8, wg_m = 1;
-    tm = REGISTER_TM, tn = REGISTER_TN;
+    tm = register_rows(args->m), tn = REGISTER_TN;
   }
-  uint32_t spec[] = {wg_n, wg_m, tm, tn, args->trans_a, args->trans_b, TILED_BK};
-  asu_kernel *kernel = variant == GEMM_TILED
-                           ? asu_ops_kernel(cmd, "gemm_tiled", spec, 7, 3, sizeof(gemm_push))
-                           : asu_ops_kernel(cmd, "gemm", spec, 6, 3, sizeof(gemm_push));
+  asu_kernel *kernel;
+  if (variant == GEMM_TILED) {
+    uint32_t spec[] = {wg_n, wg_m, tm, tn, args->trans_a, args->trans_b, TILED_BK};
+    kernel = asu_ops_kernel(cmd, "gemm_tiled", spec, 7, 3, sizeof(gemm_push));
+  } else {
+    uint32_t spec[] = {wg_n, wg_m, tm, tn, args->trans_a, args->trans_b, can_read_vec4_k(args)};
+    kernel = asu_ops_kernel(cmd, "gemm", spec, 7, 3, sizeof(gemm_push));
+  }
   if (!kernel) return asu_cmd_status(cmd, NULL);
 
   uint32_t tile_m = wg_m * tm, tile_n = wg_n * tn;

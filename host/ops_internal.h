@@ -16,7 +16,7 @@
    counts. */
 #define ASU_OPS_MAX_ELEMENTS UINT32_MAX
 
-/* Returns true when buf is present and holds at least `bytes` bytes; otherwise records an error
+/* Returns true when buf is present and has at least `bytes` bytes. Otherwise records an error
    naming the op (with its sizes, as formatted by the caller) and the buffer, and returns false. */
 static inline bool asu_ops_fits(asu_cmd *cmd, const char *op, const char *name,
                                 const asu_buffer *buf, uint64_t bytes) {

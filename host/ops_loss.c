@@ -62,8 +62,9 @@ int asu_op_log_softmax(asu_cmd *cmd, asu_buffer *x, asu_buffer *y, uint32_t row_
   return dispatch_rows(cmd, "log_softmax", buffers, 2, row_begin, row_end, cols);
 }
 
-/* NOTE: a row whose target is outside [0, vocab) is treated like a row with weight 0 (loss 0,
-   zero gradient), as the embedding op treats ids; callers validate targets on the host. */
+/* NOTE: a row whose target is outside [0, vocab) gets loss 0 and a zero gradient, like a row
+   with weight 0. The embedding op treats invalid ids the same way, and callers validate targets
+   on the host. */
 int asu_op_cross_entropy(asu_cmd *cmd, asu_buffer *logits, asu_buffer *targets,
                          asu_buffer *weights, asu_buffer *loss, asu_buffer *dlogits,
                          uint32_t row_begin, uint32_t row_end, uint32_t vocab) {

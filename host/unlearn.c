@@ -194,6 +194,11 @@ static int train(unlearn_run *r, asu_progress_fn on_progress, void *user, asu_er
   asu_progress p = {.total_steps = steps, .heldout_nll = NAN};
   for (uint32_t step = 0; step <= steps; step++) {
     bool last = step == steps;
+    /* Held-out NLL of the adapter as it is before this step's update, every 25 steps. */
+    int rc = ASU_OK;
+    if (r->heldout && (step % 25 == 0 || last))
+      rc = asu_evaluator_nll(r->heldout, r->lora, &p.heldout_nll, err);
+    if (rc) return rc;
     if (!last) asu_grads_zero(r->cmd, r->grads);
     record_losses(r);
     if (!last) {
@@ -201,10 +206,8 @@ static int train(unlearn_run *r, asu_progress_fn on_progress, void *user, asu_er
                           r->dlogits, r->scratch, r->grads);
       asu_adam_record(r->cmd, &r->adam);
     }
-    int rc = asu_cmd_submit(r->cmd, err);
+    rc = asu_cmd_submit(r->cmd, err);
     if (!rc) rc = read_terms(r, &p, err);
-    if (!rc && r->heldout && (step % 25 == 0 || last))
-      rc = asu_evaluator_nll(r->heldout, r->lora, &p.heldout_nll, err);
     if (rc) return rc;
     /* The losses of this report were measured before this step's update. */
     p.step = step;

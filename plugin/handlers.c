@@ -245,6 +245,9 @@ static void job_to_proto(const asu_job_snapshot *j, Asu__V1__Job *p) {
   p->forget_loss = j->forget_loss;
   p->retain_loss = j->retain_loss;
   p->heldout_nll = j->heldout_nll;
+  p->initial_forget_loss = j->initial_forget_loss;
+  p->initial_retain_loss = j->initial_retain_loss;
+  p->initial_heldout_nll = j->initial_heldout_nll;
   p->error = (char *)j->error;
   p->adapter_version = j->adapter_version;
   p->created_unix = j->created_unix;

@@ -118,6 +118,11 @@ static int report_progress(void *user, const asu_progress *p) {
   b->snap.forget_loss = p->forget;
   b->snap.retain_loss = p->retain;
   b->snap.heldout_nll = p->heldout_nll;
+  if (p->step == 0) {
+    b->snap.initial_forget_loss = p->forget;
+    b->snap.initial_retain_loss = p->retain;
+    b->snap.initial_heldout_nll = p->heldout_nll;
+  }
   touch(j, b);
   int cancel = b->cancel_requested || j->stop;
   pthread_mutex_unlock(&j->mu);
@@ -138,6 +143,7 @@ static void run_job(asu_jobs *j, job *b) {
                "%zu heldout examples",
                b->snap.id, b->snap.adapter_name, b->snap.method, cfg.steps, spec->forget.count,
                spec->retain.count, spec->has_heldout ? spec->heldout.count : (size_t)0);
+  asu_log_debug("job %s: tau %g rank %u alpha %g targets 0x%x lr %g wd %g betas %g %g eps %g fw %g rw %g seed %llu", b->snap.id, cfg.tau, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets, cfg.learning_rate, cfg.weight_decay, cfg.beta1, cfg.beta2, cfg.adam_eps, cfg.forget_weight, cfg.retain_weight, (unsigned long long)cfg.seed);
   progress_ctx ctx = {j, b};
   asu_lora *lora = NULL;
   asu_error err;
@@ -308,6 +314,7 @@ int asu_jobs_submit(asu_jobs *j, asu_job_spec *spec, const char *request_id,
   b->snap.state = ASU_JOB_QUEUED;
   b->snap.total_steps = spec->cfg.steps;
   b->snap.heldout_nll = NAN;
+  b->snap.initial_forget_loss = b->snap.initial_retain_loss = b->snap.initial_heldout_nll = NAN;
   b->snap.created_unix = (int64_t)time(NULL);
   b->snap.seq = 1;
   b->spec = *spec;

@@ -27,6 +27,7 @@ typedef struct asu_job_snapshot {
   enum asu_job_state state;
   uint32_t step, total_steps;
   double loss, forget_loss, retain_loss, heldout_nll;
+  double initial_forget_loss, initial_retain_loss, initial_heldout_nll;
   char error[640];
   uint32_t adapter_version;
   int64_t created_unix, started_unix, finished_unix;

@@ -2,6 +2,8 @@
 #extension GL_GOOGLE_include_directive : require
 // RMSNorm backward to the weight, one invocation per column: dw_j += sum_t dy[t][j] x[t][j] r_t.
 // Each column is summed in row order by one invocation, so the result is deterministic.
+// NOTE: this runs only dim invocations, which leaves most of a GPU idle when rows is large; a
+// two-pass reduction over blocks of rows would be faster there.
 #include "common.glsl"
 
 layout(local_size_x_id = 0) in;

@@ -136,10 +136,10 @@ static inline asu_cmd *kc_cmd(asu_device *dev) {
 }
 
 /* Submits cmd; returns its status and prints the error message on failure. */
-static inline int kc_submit(asu_cmd *cmd, const char *what) {
+static inline int kc_submit(asu_cmd *cmd, const char *label) {
   asu_error err;
   int rc = asu_cmd_submit(cmd, &err);
-  if (rc) fprintf(stderr, "%s: submit failed: %s\n", what, err.message);
+  if (rc) fprintf(stderr, "%s: submit failed: %s\n", label, err.message);
   return rc;
 }
 

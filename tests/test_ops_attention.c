@@ -1,7 +1,7 @@
 /* Attention forward and backward against a double-precision C reference, and the backward
    against central finite differences of that reference. Covers single causal sequences, packed
    sequences, KV-cache decoding, arbitrary ranges (empty, out of bounds, gaps) and temperatures
-   tau 1 and 3, at head_dim 8 (the shared model), 64 and 128. */
+   tau 1 and 3, at head_dim 8 (the shared model), 64, 128 and the maximum 256. */
 #include "kernel_check.h"
 
 enum range_kind {
@@ -40,6 +40,7 @@ static const attention_case cases[] = {
     {"packed 40 head_dim 64", RANGES_PACKED, 40, 40, 2, 2, 64, 1.0, {7, 1, 32}, FD_FULL},
     {"kv cache 33 of 129 head_dim 128", RANGES_KV_CACHE, 33, 129, 2, 1, 128, 1.0, {0}, FD_SAMPLED},
     {"random ranges head_dim 128", RANGES_RANDOM, 17, 23, 2, 1, 128, 3.0, {0}, FD_SAMPLED},
+    {"causal 9 head_dim 256", RANGES_CAUSAL, 9, 9, 2, 2, 256, 1.0, {0}, FD_SAMPLED},
     {"causal 2048 shared model", RANGES_CAUSAL, 2048, 2048, 8, 4, 8, 1.0, {0}, FD_DIRECTIONAL},
 };
 
@@ -130,7 +131,8 @@ static void free_problem(problem *p) {
   free(p->qd), free(p->kd), free(p->vd), free(p->doutd);
 }
 
-/* The keys query i attends to, clamped to the key rows; first > last when there are none. */
+/* Returns the keys query i attends to, clamped to the key rows, with first > last when there
+   are none. */
 static void clamped_range(const problem *p, uint32_t i, int32_t *first, int32_t *last) {
   *first = p->q_ranges[2 * i] < 0 ? 0 : p->q_ranges[2 * i];
   *last = p->q_ranges[2 * i + 1] > (int32_t)p->kv_rows - 1 ? (int32_t)p->kv_rows - 1
@@ -143,8 +145,8 @@ static double dot(const double *a, const double *b, uint32_t n) {
   return s;
 }
 
-/* Softmax probabilities of query row i, head h over keys [first, last] into prob (indexed by
-   key); returns the log-sum-exp of the scores. */
+/* Computes the softmax probabilities of query row i, head h over keys [first, last] into prob
+   (indexed by key). Returns the log-sum-exp of the scores. */
 static double reference_probs(const problem *p, const double *q, const double *k, uint32_t i,
                               uint32_t h, int32_t first, int32_t last, double *prob) {
   uint32_t hd = p->head_dim, g = h / (p->n_head / p->n_kv_head);

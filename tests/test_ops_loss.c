@@ -6,7 +6,7 @@
 
 static const uint32_t vocabs[] = {1, 7, 33, 257, 512, 1000, 32000};
 
-/* Each test uses ROWS rows and runs the op on [ROW_BEGIN, ROW_END); the rows outside must keep
+/* Each test uses ROWS rows and runs the op on [ROW_BEGIN, ROW_END). The rows outside must keep
    the NaN the test fills them with. */
 enum { ROWS = 6, ROW_BEGIN = 1, ROW_END = 5 };
 static const float row_offsets[ROWS] = {0.0f, 0.0f, 500.0f, -300.0f, 3.0f, 0.0f};
