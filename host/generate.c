@@ -174,8 +174,8 @@ int asu_generate(asu_model *m, const asu_lora *adapter, const char *prompt,
     free(ids);
     return rc;
   }
-  uint64_t wanted = (uint64_t)n + sampling->max_tokens;
-  uint32_t capacity = wanted < c->context_length ? (uint32_t)wanted : c->context_length;
+  uint64_t requested = (uint64_t)n + sampling->max_tokens;
+  uint32_t capacity = requested < c->context_length ? (uint32_t)requested : c->context_length;
   decoder d = {0};
   sampler s = {.state = sampling->seed, .candidates = malloc(c->vocab * sizeof(candidate))};
   rc = s.candidates ? decoder_init(&d, m, capacity, (uint32_t)n, adapter ? adapter->rank : 0, err)

@@ -1,4 +1,4 @@
-/* Loading a llama GGUF model onto a device, and saving its weights back to GGUF. */
+/* Loading a llama GGUF model onto a device. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>

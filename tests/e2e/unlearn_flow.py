@@ -45,12 +45,12 @@ def parse_args():
     p.add_argument("--proto", default=os.path.join(os.path.dirname(__file__), "..", "..", "proto"))
     p.add_argument("--work", help="working directory (default: a new temporary one, removed)")
     p.add_argument("--retain-authors", type=int, default=2, help="taught authors kept (default 2)")
-    p.add_argument("--questions", type=int, default=20, help="questions per author (max 20)")
-    p.add_argument("--teach-steps", type=int, default=300)
+    p.add_argument("--questions", type=int, default=10, help="questions per author (max 20)")
+    p.add_argument("--teach-steps", type=int, default=200)
     p.add_argument("--teach-lr", type=float, default=3e-3)
-    p.add_argument("--unlearn-steps", type=int, default=300)
+    p.add_argument("--unlearn-steps", type=int, default=150)
     p.add_argument("--tau", type=float, default=3.0)
-    p.add_argument("--max-tokens", type=int, default=160, help="generation budget per answer")
+    p.add_argument("--max-tokens", type=int, default=120, help="generation budget per answer")
     p.add_argument("--check", action="store_true", help="assert the criteria")
     p.add_argument("--summary", help="write the measured numbers as JSON to this file")
     return p.parse_args()
@@ -173,15 +173,20 @@ def measure(client, rows, max_tokens):
 
 
 def run(cmd, log):
+    """Runs a program, echoing its log lines, and returns its wall time."""
     print("$ " + " ".join(cmd), flush=True)
     started = time.time()
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    log.write(proc.stdout)
-    log.flush()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    tail = []
+    for line in proc.stdout:
+        log.write(line)
+        tail = (tail + [line])[-40:]
+        print("  " + line.rstrip(), flush=True)
+    proc.wait()
     if proc.returncode != 0:
-        print(proc.stdout[-4000:])
-        raise RuntimeError("%s failed with exit status %d" % (cmd[0], proc.returncode))
-    return proc.stdout, time.time() - started
+        raise RuntimeError("%s failed with exit status %d:\n%s"
+                           % (cmd[0], proc.returncode, "".join(tail)))
+    return time.time() - started
 
 
 def unlearn_while_serving(args, client, server, asu_cli, forget_path, retain_path, log):
@@ -247,7 +252,7 @@ def main():
     print("forget: %d questions of the forget01 authors; retain: %d questions of %d other authors"
           % (len(forget), len(retain), args.retain_authors), flush=True)
 
-    _, teach_seconds = run([finetune, "--model", model, "--data", teach_path, "--out", taught,
+    teach_seconds = run([finetune, "--model", model, "--data", teach_path, "--out", taught,
                             "--steps", str(args.teach_steps), "--lr", str(args.teach_lr)], log)
     print("taught in %.0f s" % teach_seconds, flush=True)
 
