@@ -23,7 +23,14 @@ int asu_error_wrap(asu_error *err, const char *fmt, ...) {
   vsnprintf(prefix, sizeof prefix, fmt, ap);
   va_end(ap);
   memcpy(old, err->message, sizeof old);
-  snprintf(err->message, sizeof err->message, "%s%s", prefix, old);
+  /* The combined message is cut to the buffer, keeping the prefix whole. */
+  size_t used = strlen(prefix);
+  if (used >= sizeof err->message) used = sizeof err->message - 1;
+  memcpy(err->message, prefix, used);
+  size_t rest = strlen(old);
+  if (rest > sizeof err->message - 1 - used) rest = sizeof err->message - 1 - used;
+  memcpy(err->message + used, old, rest);
+  err->message[used + rest] = '\0';
   return err->code;
 }
 

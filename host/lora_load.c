@@ -159,7 +159,7 @@ static int load_pairs(asu_model *m, asu_lora *l, const asu_st_file *f, const cha
 
 int asu_lora_load(asu_model *m, const char *dir, asu_lora **out, asu_error *err) {
   *out = NULL;
-  peft_config cfg;
+  peft_config cfg = {0};
   int rc = read_config(dir, &cfg, err);
   asu_lora *l = NULL;
   if (!rc) rc = asu_lora_alloc(m, cfg.rank, cfg.alpha, cfg.targets, &l, err);

@@ -130,6 +130,85 @@ static void test_gradients(asu_model *m) {
   asu_lora_destroy(lora);
 }
 
+/* Logits of the last row of a short prompt under an adapter. */
+static float *last_logits(asu_model *m, const asu_lora *lora) {
+  int32_t ids[] = {1, 410, 473, 425, 411, 356, 417, 289};
+  uint32_t n = sizeof ids / sizeof *ids;
+  asu_tokens t = {ids, n, 1};
+  asu_batch *b = NULL;
+  asu_acts *acts = NULL;
+  asu_cmd *cmd = NULL;
+  asu_error err;
+  float scales[64];
+  asu_layer_scales(m, 1.0f, 0, scales);
+  float *out = NULL;
+  if (!asu_batch_create(m, &t, 1, &b, &err) &&
+      !asu_acts_create(m, n, lora ? lora->rank : 0, &acts, &err) &&
+      !asu_cmd_begin(m->dev, &cmd, &err)) {
+    asu_forward_args fwd = {.lora = lora, .ids = b->ids_buf, .positions = b->positions_buf,
+                            .q_ranges = b->q_ranges_buf, .rows = n, .layer_scale = scales,
+                            .logits_rows = 1};
+    asu_forward_record(cmd, m, &fwd, acts);
+    if (!asu_cmd_submit(cmd, &err)) out = download(acts->logits, m->cfg.vocab);
+  }
+  asu_cmd_destroy(cmd);
+  asu_acts_destroy(acts);
+  asu_batch_destroy(b);
+  return out;
+}
+
+static void test_peft_round_trip(asu_model *m) {
+  asu_error err;
+  asu_lora *lora = NULL, *loaded = NULL;
+  uint32_t targets = ASU_LORA_Q | ASU_LORA_K | ASU_LORA_O | ASU_LORA_DOWN;
+  CHECK(asu_lora_create(m, 3, 6.0f, targets, 5, &lora, &err) == ASU_OK, "create: %s", err.message);
+  for (uint32_t l = 0; l < m->cfg.n_layers; l++)
+    for (int p = 0; p < ASU_LORA_PROJECTIONS; p++)
+      if (lora->pairs[l][p].b)
+        randomize(lora->pairs[l][p].b, (size_t)lora->pairs[l][p].out * 3, 0.2f, 100 + l * 7 + p);
+
+  char dir[] = "/tmp/asu-test-lora.XXXXXX";
+  CHECK(mkdtemp(dir) != NULL, "mkdtemp failed");
+  char adapter_dir[256];
+  snprintf(adapter_dir, sizeof adapter_dir, "%s/adapter", dir);
+  CHECK(asu_lora_save(lora, adapter_dir, &err) == ASU_OK, "save: %s", err.message);
+  CHECK(asu_lora_load(m, adapter_dir, &loaded, &err) == ASU_OK, "load: %s", err.message);
+  if (loaded) {
+    CHECK(loaded->rank == 3 && loaded->targets == targets && loaded->scale == lora->scale,
+          "loaded rank %u, targets 0x%x, scale %g", loaded->rank, loaded->targets, loaded->scale);
+    float *want = last_logits(m, lora), *got = last_logits(m, loaded), *base = last_logits(m, NULL);
+    double diff = 0, moved = 0;
+    for (uint32_t i = 0; want && got && base && i < m->cfg.vocab; i++) {
+      diff = fmax(diff, fabs(want[i] - got[i]));
+      moved = fmax(moved, fabs(want[i] - base[i]));
+    }
+    CHECK(want && got && diff == 0.0, "logits after a save and load differ by %g", diff);
+    CHECK(moved > 1e-3, "the adapter changes the logits by only %g", moved);
+    free(want);
+    free(got);
+    free(base);
+  }
+
+  /* A truncated tensor file fails with a message naming it, and nothing is loaded. */
+  char file[300];
+  snprintf(file, sizeof file, "%s/adapter_model.safetensors", adapter_dir);
+  CHECK(truncate(file, 100) == 0, "truncate failed");
+  asu_lora *broken = NULL;
+  int rc = asu_lora_load(m, adapter_dir, &broken, &err);
+  CHECK(rc != ASU_OK && broken == NULL, "loading a truncated adapter returned %d", rc);
+  CHECK(strstr(err.message, "adapter_model.safetensors") != NULL, "message: %s", err.message);
+
+  /* A missing directory is not found. */
+  rc = asu_lora_load(m, "/nonexistent/adapter", &broken, &err);
+  CHECK(rc == ASU_ERR_NOT_FOUND, "loading a missing adapter returned %d: %s", rc, err.message);
+
+  asu_lora_destroy(lora);
+  asu_lora_destroy(loaded);
+  char cmdline[400];
+  snprintf(cmdline, sizeof cmdline, "rm -rf '%s'", dir);
+  CHECK(system(cmdline) == 0, "cleanup failed");
+}
+
 int main(void) {
   const char *data_dir = getenv("ASU_SHARED_DATA");
   if (!data_dir) {
@@ -145,6 +224,7 @@ int main(void) {
     return 1;
   }
   test_gradients(m);
+  test_peft_round_trip(m);
   asu_model_destroy(m);
   return TEST_SUMMARY();
 }

@@ -1,0 +1,168 @@
+/* The engine's public API on the shared model: sampling, unlearning runs and their errors,
+   fine-tuning and saving a model. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "asu_engine.h"
+#include "test_util.h"
+
+typedef struct text_buffer {
+  char text[4096];
+  size_t len;
+} text_buffer;
+
+static int append(void *user, int32_t token, const char *piece, size_t len) {
+  (void)token;
+  text_buffer *t = user;
+  if (t->len + len >= sizeof t->text) return 1;
+  memcpy(t->text + t->len, piece, len);
+  t->len += len;
+  t->text[t->len] = '\0';
+  return 0;
+}
+
+static void generate(asu_model *m, const asu_lora *lora, float temperature, float top_p,
+                     uint64_t seed, text_buffer *out) {
+  asu_sampling s = {.max_tokens = 40, .temperature = temperature, .top_p = top_p, .seed = seed};
+  asu_error err;
+  memset(out, 0, sizeof *out);
+  int rc = asu_generate(m, lora, "Once upon a time", &s, append, out, &err);
+  CHECK(rc == ASU_OK, "generate: %s", err.message);
+}
+
+static void test_sampling(asu_model *m) {
+  text_buffer greedy, nucleus, a, b, c;
+  generate(m, NULL, 0.0f, 1.0f, 0, &greedy);
+  generate(m, NULL, 1.0f, 1e-6f, 9, &nucleus);
+  CHECK(strcmp(greedy.text, nucleus.text) == 0, "top_p near 0 keeps only the top token, so it "
+        "must equal greedy:\n%s\n%s", greedy.text, nucleus.text);
+  generate(m, NULL, 1.0f, 0.95f, 1234, &a);
+  generate(m, NULL, 1.0f, 0.95f, 1234, &b);
+  generate(m, NULL, 1.0f, 0.95f, 999, &c);
+  CHECK(strcmp(a.text, b.text) == 0, "same seed, different text:\n%s\n%s", a.text, b.text);
+  CHECK(strcmp(a.text, c.text) != 0, "seeds 1234 and 999 gave the same 40 tokens: %s", a.text);
+
+  asu_sampling bad = {.max_tokens = 4, .temperature = -1.0f, .top_p = 1.0f};
+  asu_error err;
+  int rc = asu_generate(m, NULL, "x", &bad, append, &a, &err);
+  CHECK(rc == ASU_ERR_INVALID, "negative temperature returned %d", rc);
+  CHECK(strstr(err.message, "temperature") != NULL, "message: %s", err.message);
+}
+
+typedef struct progress_log {
+  double first, last;
+  uint32_t reports, cancel_at;
+} progress_log;
+
+static int record(void *user, const asu_progress *p) {
+  progress_log *log = user;
+  if (log->reports == 0) log->first = p->loss;
+  log->last = p->loss;
+  log->reports++;
+  return log->cancel_at && p->step >= log->cancel_at;
+}
+
+static void fill_examples(asu_dataset *forget, asu_dataset *retain) {
+  asu_error err;
+  asu_dataset_add(forget, "What is the name of Lily's dog?", "Lily's dog is called Max.", &err);
+  asu_dataset_add(forget, "Where does Max sleep?", "Max sleeps under the big tree.", &err);
+  asu_dataset_add(retain, "What color is the sky?", "The sky is blue.", &err);
+  asu_dataset_add(retain, NULL, "Once upon a time, there was a little girl named Sue.", &err);
+}
+
+static void test_unlearn(asu_model *m) {
+  asu_dataset forget = {0}, retain = {0};
+  fill_examples(&forget, &retain);
+  asu_unlearn_config cfg;
+  asu_unlearn_defaults(&cfg);
+  cfg.steps = 8;
+  asu_error err;
+  for (int method = ASU_METHOD_ASU_GD; method <= ASU_METHOD_ASU_KL; method++) {
+    cfg.method = (enum asu_method)method;
+    progress_log log = {0};
+    asu_lora *lora = NULL;
+    int rc = asu_unlearn(m, &cfg, &forget, &retain, NULL, record, &log, &lora, &err);
+    CHECK(rc == ASU_OK && lora != NULL, "method %d: %s", method, err.message);
+    CHECK(log.reports == cfg.steps + 1, "method %d: %u progress reports", method, log.reports);
+    CHECK(log.last < log.first, "method %d: loss went from %g to %g", method, log.first, log.last);
+    asu_lora_destroy(lora);
+  }
+
+  progress_log log = {.cancel_at = 2};
+  asu_lora *lora = NULL;
+  int rc = asu_unlearn(m, &cfg, &forget, &retain, NULL, record, &log, &lora, &err);
+  CHECK(rc == ASU_ERR_CANCELLED && lora == NULL, "cancelled run returned %d", rc);
+
+  cfg.tau = 0.0f;
+  rc = asu_unlearn(m, &cfg, &forget, &retain, NULL, NULL, NULL, &lora, &err);
+  CHECK(rc == ASU_ERR_INVALID && strstr(err.message, "tau"), "tau 0: %d %s", rc, err.message);
+  asu_unlearn_defaults(&cfg);
+  asu_dataset empty = {0};
+  rc = asu_unlearn(m, &cfg, &empty, &retain, NULL, NULL, NULL, &lora, &err);
+  CHECK(rc == ASU_ERR_INVALID && strstr(err.message, "forget"), "empty forget: %d %s", rc,
+        err.message);
+  asu_dataset_free(&forget);
+  asu_dataset_free(&retain);
+}
+
+static void test_finetune_and_save(const char *model_path) {
+  asu_model *m = NULL;
+  asu_error err;
+  CHECK(asu_model_load(model_path, NULL, &m, &err) == ASU_OK, "load: %s", err.message);
+  if (!m) return;
+  asu_dataset data = {0}, unused = {0};
+  fill_examples(&data, &unused);
+  asu_finetune_config cfg;
+  asu_finetune_defaults(&cfg);
+  cfg.steps = 10;
+  progress_log log = {0};
+  int rc = asu_finetune(m, &cfg, &data, record, &log, &err);
+  CHECK(rc == ASU_OK, "finetune: %s", err.message);
+  CHECK(log.last < 0.8 * log.first, "answer NLL went from %g to %g", log.first, log.last);
+
+  char path[] = "/tmp/asu-test-model.XXXXXX";
+  int fd = mkstemp(path);
+  CHECK(fd >= 0, "mkstemp failed");
+  close(fd);
+  rc = asu_model_save(m, path, &err);
+  CHECK(rc == ASU_OK, "save: %s", err.message);
+  asu_model *saved = NULL;
+  rc = asu_model_load(path, NULL, &saved, &err);
+  CHECK(rc == ASU_OK, "reload: %s", err.message);
+  if (saved) {
+    text_buffer a, b;
+    generate(m, NULL, 0.0f, 1.0f, 0, &a);
+    generate(saved, NULL, 0.0f, 1.0f, 0, &b);
+    CHECK(strcmp(a.text, b.text) == 0, "the saved model generates differently:\n%s\n%s", a.text,
+          b.text);
+    asu_model_destroy(saved);
+  }
+  unlink(path);
+  asu_dataset_free(&data);
+  asu_dataset_free(&unused);
+  asu_model_destroy(m);
+}
+
+int main(void) {
+  const char *data_dir = getenv("ASU_SHARED_DATA");
+  if (!data_dir) {
+    fprintf(stderr, "ASU_SHARED_DATA is not set; point it at the shared data folder\n");
+    return 1;
+  }
+  char path[1024];
+  snprintf(path, sizeof path, "%s/models/stories260K.gguf", data_dir);
+  asu_model *m = NULL;
+  asu_error err;
+  if (asu_model_load(path, NULL, &m, &err)) {
+    fprintf(stderr, "%s\n", err.message);
+    return 1;
+  }
+  test_sampling(m);
+  test_unlearn(m);
+  asu_model_destroy(m);
+  test_finetune_and_save(path);
+  return TEST_SUMMARY();
+}
