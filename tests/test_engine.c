@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "asu_engine.h"
+#include "shared_model.h"
 #include "test_util.h"
 
 typedef struct text_buffer {
@@ -147,19 +148,9 @@ static void test_finetune_and_save(const char *model_path) {
 }
 
 int main(void) {
-  const char *data_dir = getenv("ASU_SHARED_DATA");
-  if (!data_dir) {
-    fprintf(stderr, "ASU_SHARED_DATA is not set; point it at the shared data folder\n");
-    return 1;
-  }
   char path[1024];
-  snprintf(path, sizeof path, "%s/models/stories260K.gguf", data_dir);
-  asu_model *m = NULL;
-  asu_error err;
-  if (asu_model_load(path, NULL, &m, &err)) {
-    fprintf(stderr, "%s\n", err.message);
-    return 1;
-  }
+  asu_model *m = shared_model_path(path, sizeof path) ? NULL : load_shared_model();
+  if (!m) return 1;
   test_sampling(m);
   test_unlearn(m);
   asu_model_destroy(m);

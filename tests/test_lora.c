@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "model_internal.h"
+#include "shared_model.h"
 #include "test_util.h"
 
 static float *download(asu_buffer *b, size_t n) {
@@ -210,19 +211,8 @@ static void test_peft_round_trip(asu_model *m) {
 }
 
 int main(void) {
-  const char *data_dir = getenv("ASU_SHARED_DATA");
-  if (!data_dir) {
-    fprintf(stderr, "ASU_SHARED_DATA is not set; point it at the shared data folder\n");
-    return 1;
-  }
-  char path[1024];
-  snprintf(path, sizeof path, "%s/models/stories260K.gguf", data_dir);
-  asu_model *m = NULL;
-  asu_error err;
-  if (asu_model_load(path, NULL, &m, &err)) {
-    fprintf(stderr, "%s\n", err.message);
-    return 1;
-  }
+  asu_model *m = load_shared_model();
+  if (!m) return 1;
   test_gradients(m);
   test_peft_round_trip(m);
   asu_model_destroy(m);

@@ -8,6 +8,7 @@
 #include <cjson/cJSON.h>
 
 #include "model_internal.h"
+#include "shared_model.h"
 #include "test_util.h"
 
 static const double tolerance = 1e-3;
@@ -267,19 +268,9 @@ static void test_golden(asu_model *m, const char *data_dir) {
 }
 
 int main(void) {
-  const char *data_dir = getenv("ASU_SHARED_DATA");
-  if (!data_dir) {
-    fprintf(stderr, "ASU_SHARED_DATA is not set; point it at the shared data folder\n");
-    return 1;
-  }
-  char path[1024];
-  snprintf(path, sizeof path, "%s/models/stories260K.gguf", data_dir);
-  asu_model *m = NULL;
-  asu_error err;
-  if (asu_model_load(path, NULL, &m, &err)) {
-    fprintf(stderr, "%s\n", err.message);
-    return 1;
-  }
+  const char *data_dir = shared_data_dir();
+  asu_model *m = data_dir ? load_shared_model() : NULL;
+  if (!m) return 1;
   test_greedy_text(m, data_dir);
   test_golden(m, data_dir);
   asu_model_destroy(m);

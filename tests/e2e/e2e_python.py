@@ -10,10 +10,7 @@ Exits 77 (skipped) when grpcio, protobuf or protoc is missing."""
 
 import math
 import os
-import re
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -27,7 +24,7 @@ except ImportError:
     print("grpcio is not importable; run with /usr/bin/python3")
     sys.exit(SKIP)
 
-SERVICE = "/asu.v1.Asu/"
+from asu_grpc import SERVICE, Client, Server, build_messages
 FAILS = []
 
 
@@ -37,65 +34,6 @@ def check(cond, what):
     else:
         print("FAIL:", what)
         FAILS.append(what)
-
-
-def build_messages(proto_dir, out_dir):
-    protoc = shutil.which("protoc")
-    if not protoc:
-        print("protoc not found (apt-get install protobuf-compiler)")
-        sys.exit(SKIP)
-    subprocess.run([protoc, "--proto_path=" + proto_dir, "--python_out=" + out_dir,
-                    os.path.join(proto_dir, "asu", "v1", "asu.proto")], check=True)
-    sys.path.insert(0, out_dir)
-    from asu.v1 import asu_pb2  # noqa: E402
-    return asu_pb2
-
-
-class Server:
-    def __init__(self, binary, model, adapters, log_path):
-        self.log = open(log_path, "w")
-        self.proc = subprocess.Popen(
-            [binary, "--model", model, "--listen", "127.0.0.1:0", "--adapters", adapters],
-            stdout=subprocess.PIPE, stderr=self.log, text=True)
-        line = self.proc.stdout.readline()
-        m = re.match(r"listening on 127\.0\.0\.1:(\d+)$", line.strip())
-        if not m:
-            self.stop()
-            raise RuntimeError("server did not print its port: %r" % line)
-        self.port = int(m.group(1))
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
-        return self.proc.returncode
-
-
-class Client:
-    def __init__(self, pb, port):
-        opts = [("grpc.max_receive_message_length", 64 << 20),
-                ("grpc.max_send_message_length", 64 << 20)]
-        self.pb = pb
-        self.channel = grpc.insecure_channel("127.0.0.1:%d" % port, options=opts)
-        grpc.channel_ready_future(self.channel).result(timeout=30)
-
-    def unary(self, method, req, resp_type):
-        return self.channel.unary_unary(
-            SERVICE + method, request_serializer=lambda m: m.SerializeToString(),
-            response_deserializer=resp_type.FromString)(req, timeout=120)
-
-    def stream(self, method, req, resp_type):
-        return self.channel.unary_stream(
-            SERVICE + method, request_serializer=lambda m: m.SerializeToString(),
-            response_deserializer=resp_type.FromString)(req)
-
-    def raw(self, method, data):
-        return self.channel.unary_unary(SERVICE + method)(data, timeout=30)
 
 
 def expect_code(fn, code, what, needle=None):

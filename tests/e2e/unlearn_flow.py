@@ -21,7 +21,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -29,13 +28,14 @@ import threading
 import time
 
 SKIP = 77
-SERVICE = "/asu.v1.Asu/"
 
 try:
-    import grpc
+    import grpc  # noqa: F401
 except ImportError:
     print("grpcio is not importable; run with /usr/bin/python3 (Debian's python3-grpcio)")
     sys.exit(SKIP)
+
+from asu_grpc import Client, Server, build_messages
 
 
 def parse_args():
@@ -98,69 +98,6 @@ def write_jsonl(path, rows):
             f.write(json.dumps({"question": r["question"], "answer": r["answer"]}) + "\n")
 
 
-def build_messages(proto_dir, out_dir):
-    protoc = shutil.which("protoc")
-    if not protoc:
-        print("protoc not found (apt-get install protobuf-compiler)")
-        sys.exit(SKIP)
-    subprocess.run([protoc, "--proto_path=" + proto_dir, "--python_out=" + out_dir,
-                    os.path.join(proto_dir, "asu", "v1", "asu.proto")], check=True)
-    sys.path.insert(0, out_dir)
-    from asu.v1 import asu_pb2
-    return asu_pb2
-
-
-class Server:
-    def __init__(self, binary, model, adapters, log_path):
-        self.log = open(log_path, "a")
-        self.proc = subprocess.Popen(
-            [binary, "--model", model, "--listen", "127.0.0.1:0", "--adapters", adapters],
-            stdout=subprocess.PIPE, stderr=self.log, text=True)
-        line = self.proc.stdout.readline()
-        m = re.match(r"listening on 127\.0\.0\.1:(\d+)$", line.strip())
-        if not m:
-            self.stop()
-            raise RuntimeError("asu-server did not print its port; see %s" % log_path)
-        self.port = int(m.group(1))
-        self.address = "127.0.0.1:%d" % self.port
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(120)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
-        return self.proc.returncode
-
-
-class Client:
-    def __init__(self, pb, address):
-        self.pb = pb
-        self.channel = grpc.insecure_channel(address)
-        grpc.channel_ready_future(self.channel).result(timeout=60)
-
-    def call(self, method, request, response_type):
-        return self.channel.unary_unary(
-            SERVICE + method, request_serializer=lambda m: m.SerializeToString(),
-            response_deserializer=response_type.FromString)(request, timeout=600)
-
-    def generate(self, prompt, max_tokens, adapter=""):
-        stream = self.channel.unary_stream(
-            SERVICE + "Generate", request_serializer=lambda m: m.SerializeToString(),
-            response_deserializer=self.pb.GenerateResponse.FromString)
-        text, tokens = [], []
-        for msg in stream(self.pb.GenerateRequest(prompt=prompt, max_tokens=max_tokens,
-                                                   adapter=adapter), timeout=600):
-            if msg.done:
-                break
-            text.append(msg.text)
-            tokens.append(msg.token_id)
-        return "".join(text), tokens
-
-
 def measure(client, rows, max_tokens):
     """Greedy answers to each question: mean ROUGE-L recall, longest token run, the answers."""
     recalls, runs, answers = [], [], []
@@ -209,10 +146,10 @@ def unlearn_while_serving(args, client, server, asu_cli, forget_path, retain_pat
             m = re.search(r"\b(job-[0-9]+)\b", "".join(output))
             job_id = m.group(1) if m else None
         if job_id:
-            job = client.call("GetJob", pb.JobRequest(job_id=job_id), pb.Job)
+            job = client.unary("GetJob", pb.JobRequest(job_id=job_id), pb.Job)
             if job.state == pb.Job.RUNNING and job.step > 0:
                 text, _ = client.generate("Once upon a time", 16, adapter="none")
-                job = client.call("GetJob", pb.JobRequest(job_id=job_id), pb.Job)
+                job = client.unary("GetJob", pb.JobRequest(job_id=job_id), pb.Job)
                 served_during_training = bool(text) and job.state == pb.Job.RUNNING
         time.sleep(0.2)
     proc.wait()
@@ -260,7 +197,7 @@ def main():
     server = Server(server_bin, taught, adapters, os.path.join(work, "server.log"))
     results = {}
     try:
-        client = Client(pb, server.address)
+        client = Client(pb, server.port)
         before_forget, _, forget_answers_before = measure(client, forget, args.max_tokens)
         before_retain, _, retain_answers_before = measure(client, retain, args.max_tokens)
         print("before: forget ROUGE-L recall %.3f, retain %.3f" % (before_forget, before_retain),
@@ -268,7 +205,7 @@ def main():
 
         job_id, served, unlearn_seconds = unlearn_while_serving(
             args, client, server, asu_cli, forget_path, retain_path, log)
-        job = client.call("GetJob", pb.JobRequest(job_id=job_id), pb.Job)
+        job = client.unary("GetJob", pb.JobRequest(job_id=job_id), pb.Job)
         after_forget, forget_run, forget_answers_after = measure(client, forget, args.max_tokens)
         after_retain, retain_run, retain_answers_after = measure(client, retain, args.max_tokens)
         server.stop()
