@@ -89,6 +89,14 @@ int asu_op_embedding_backward(asu_cmd *cmd, asu_buffer *order, asu_buffer *offse
 int asu_op_log_softmax(asu_cmd *cmd, asu_buffer *x, asu_buffer *y, uint32_t row_begin,
                        uint32_t row_end, uint32_t cols);
 
+/* Softmax of rows [row_begin, row_end) of x (rows x cols) into y at the same rows. */
+int asu_op_softmax(asu_cmd *cmd, asu_buffer *x, asu_buffer *y, uint32_t row_begin,
+                   uint32_t row_end, uint32_t cols);
+/* Backward of asu_op_softmax from its output y: dx = y * (dy - sum(dy * y)) per row, written
+   (not accumulated) at rows [row_begin, row_end). */
+int asu_op_softmax_backward(asu_cmd *cmd, asu_buffer *y, asu_buffer *dy, asu_buffer *dx,
+                            uint32_t row_begin, uint32_t row_end, uint32_t cols);
+
 /* Cross-entropy on rows [row_begin, row_end) of logits (rows x vocab), fused with its gradient.
    For each row r with weight w = weights[r] (float) and target t = targets[r] (int32):
    loss[r] = w * (logsumexp(logits[r]) - logits[r][t]) and

@@ -62,6 +62,32 @@ int asu_op_log_softmax(asu_cmd *cmd, asu_buffer *x, asu_buffer *y, uint32_t row_
   return dispatch_rows(cmd, "log_softmax", buffers, 2, row_begin, row_end, cols);
 }
 
+int asu_op_softmax(asu_cmd *cmd, asu_buffer *x, asu_buffer *y, uint32_t row_begin,
+                   uint32_t row_end, uint32_t cols) {
+  char op[96];
+  if (!check_rows(cmd, "softmax", row_begin, row_end, cols, op, sizeof op))
+    return asu_cmd_status(cmd, NULL);
+  uint64_t matrix_bytes = (uint64_t)row_end * cols * 4;
+  if (!asu_ops_fits(cmd, op, "x", x, matrix_bytes) || !asu_ops_fits(cmd, op, "y", y, matrix_bytes))
+    return asu_cmd_status(cmd, NULL);
+  asu_buffer *buffers[] = {x, y};
+  return dispatch_rows(cmd, "softmax_forward", buffers, 2, row_begin, row_end, cols);
+}
+
+int asu_op_softmax_backward(asu_cmd *cmd, asu_buffer *y, asu_buffer *dy, asu_buffer *dx,
+                            uint32_t row_begin, uint32_t row_end, uint32_t cols) {
+  char op[96];
+  if (!check_rows(cmd, "softmax_backward", row_begin, row_end, cols, op, sizeof op))
+    return asu_cmd_status(cmd, NULL);
+  uint64_t matrix_bytes = (uint64_t)row_end * cols * 4;
+  if (!asu_ops_fits(cmd, op, "y", y, matrix_bytes) ||
+      !asu_ops_fits(cmd, op, "dy", dy, matrix_bytes) ||
+      !asu_ops_fits(cmd, op, "dx", dx, matrix_bytes))
+    return asu_cmd_status(cmd, NULL);
+  asu_buffer *buffers[] = {y, dy, dx};
+  return dispatch_rows(cmd, "softmax_backward", buffers, 3, row_begin, row_end, cols);
+}
+
 /* NOTE: a row whose target is outside [0, vocab) gets loss 0 and a zero gradient, like a row
    with weight 0. The embedding op treats invalid ids the same way, and callers validate targets
    on the host. */

@@ -360,10 +360,17 @@ static int build_spec(asu_server *s, asu_rpc_call *c, const Asu__V1__StartUnlear
   }
   if (!check_float(c, "learning_rate", r->learning_rate, false)) return 0;
   if (r->learning_rate != 0) cfg->learning_rate = r->learning_rate;
-  if (r->steps > ASU_MAX_STEPS)
+  if (r->epochs && r->steps && r->epochs != r->steps)
+    return reject(c, GRPC_STATUS_INVALID_ARGUMENT,
+                  "epochs (%u) and steps (%u) differ; training is full-batch, so an epoch is a "
+                  "step: set one of them", r->epochs, r->steps);
+  uint32_t steps = r->steps ? r->steps : r->epochs;
+  if (steps > ASU_MAX_STEPS)
     return reject(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "steps must be <= %u, got %u",
-                  ASU_MAX_STEPS, r->steps);
-  if (r->steps) cfg->steps = r->steps;
+                  ASU_MAX_STEPS, steps);
+  if (steps) cfg->steps = steps;
+  if (!check_float(c, "weight_decay", r->weight_decay, false)) return 0;
+  if (r->weight_decay != 0) cfg->weight_decay = r->weight_decay;
   if (!check_float(c, "forget_weight", r->forget_weight, false)) return 0;
   if (r->forget_weight != 0) cfg->forget_weight = r->forget_weight;
   if (!check_float(c, "retain_weight", r->retain_weight, false)) return 0;

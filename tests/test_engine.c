@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "asu_engine.h"
+#include "asu_gguf.h"
 #include "shared_model.h"
 #include "test_util.h"
 
@@ -147,12 +148,56 @@ static void test_finetune_and_save(const char *model_path) {
   asu_model_destroy(m);
 }
 
+/* Writes a copy of the model without output.weight. The shared model's output matrix equals its
+   embedding, so the copy, which ties them, must generate the same text. */
+static void test_tied_output(asu_model *m, const char *path) {
+  asu_error err;
+  asu_gguf *g = NULL;
+  CHECK(asu_gguf_open(path, &g, &err) == ASU_OK, "open: %s", err.message);
+  if (!g) return;
+  size_t n = asu_gguf_tensor_count(g), kept = 0;
+  asu_gguf_out_tensor *out = calloc(n, sizeof *out);
+  float **data = calloc(n, sizeof *data);
+  for (size_t i = 0; i < n; i++) {
+    const asu_gguf_tensor *t = asu_gguf_tensor_at(g, i);
+    if (!strcmp(t->name, "output.weight")) continue;
+    data[kept] = malloc(t->n_elements * sizeof(float));
+    asu_gguf_tensor_to_f32(t, data[kept], t->n_elements, &err);
+    out[kept] = (asu_gguf_out_tensor){.name = t->name, .n_dims = t->n_dims, .data = data[kept]};
+    for (uint32_t d = 0; d < 4; d++) out[kept].dims[d] = t->dims[d];
+    kept++;
+  }
+  CHECK(kept == n - 1, "the model has no output.weight to drop (%zu of %zu kept)", kept, n);
+  char tied_path[] = "/tmp/asu-test-tied.XXXXXX";
+  int fd = mkstemp(tied_path);
+  close(fd);
+  int rc = asu_gguf_write(tied_path, g, out, kept, &err);
+  CHECK(rc == ASU_OK, "write: %s", err.message);
+  asu_model *tied = NULL;
+  rc = asu_model_load(tied_path, NULL, &tied, &err);
+  CHECK(rc == ASU_OK, "load the tied copy: %s", err.message);
+  if (tied) {
+    text_buffer a, b;
+    generate(m, NULL, 0.0f, 1.0f, 0, &a);
+    generate(tied, NULL, 0.0f, 1.0f, 0, &b);
+    CHECK(a.len > 0 && strcmp(a.text, b.text) == 0, "the tied copy generates differently:\n%s\n%s",
+          a.text, b.text);
+    asu_model_destroy(tied);
+  }
+  unlink(tied_path);
+  for (size_t i = 0; i < kept; i++) free(data[i]);
+  free(data);
+  free(out);
+  asu_gguf_close(g);
+}
+
 int main(void) {
   char path[1024];
   asu_model *m = shared_model_path(path, sizeof path) ? NULL : load_shared_model();
   if (!m) return 1;
   test_sampling(m);
   test_unlearn(m);
+  test_tied_output(m, path);
   asu_model_destroy(m);
   test_finetune_and_save(path);
   return TEST_SUMMARY();

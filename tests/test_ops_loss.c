@@ -1,4 +1,4 @@
-/* Log-softmax, cross-entropy and KL kernels against a double-precision C reference, and the
+/* Softmax (forward and backward), log-softmax, cross-entropy and KL kernels against a double-precision C reference, and the
    fused gradients against central finite differences of the reference loss. Vocabulary sizes
    include awkward ones (1, 7, 33, 257, 1000) and the real ones (512, 32000). Some rows carry
    large offsets to test the max subtraction. */
@@ -157,6 +157,60 @@ static void check_finite_differences(const char *label, const float *grad, doubl
   CHECK(worst < 2e-3, "%s: gradient vs finite differences: relative error %g", label, worst);
   CHECK(worst_dir < 1e-3, "%s: gradient along a random direction: relative error %g", label,
         worst_dir);
+}
+
+/* Loss whose gradient is the softmax backward of upstream gradient dy: sum_j dy_j softmax(x)_j. */
+typedef struct softmax_ctx {
+  const double *dy;
+  uint32_t vocab;
+} softmax_ctx;
+
+static double softmax_row_loss(const double *x, uint32_t row, const void *ctx) {
+  const softmax_ctx *c = ctx;
+  double lse = reference_logsumexp(x, c->vocab), sum = 0;
+  for (uint32_t j = 0; j < c->vocab; j++) sum += c->dy[(size_t)row * c->vocab + j] * exp(x[j] - lse);
+  return sum;
+}
+
+static void test_softmax(asu_device *dev, uint32_t vocab) {
+  char label[64];
+  snprintf(label, sizeof label, "softmax vocab %u", vocab);
+  size_t n = (size_t)ROWS * vocab;
+  float *x = random_logits(vocab), *dy = kc_random(n, -1.0f, 1.0f);
+  asu_buffer *bx = kc_buffer(dev, x, n * 4), *by = nan_buffer(dev, vocab);
+  asu_buffer *bdy = kc_buffer(dev, dy, n * 4), *bdx = nan_buffer(dev, vocab);
+  asu_cmd *cmd = kc_cmd(dev);
+  int rc = asu_op_softmax(cmd, bx, by, ROW_BEGIN, ROW_END, vocab);
+  CHECK(rc == ASU_OK, "%s: returned %d", label, rc);
+  rc = asu_op_softmax_backward(cmd, by, bdy, bdx, ROW_BEGIN, ROW_END, vocab);
+  CHECK(rc == ASU_OK, "%s backward: returned %d", label, rc);
+  CHECK(kc_submit(cmd, label) == ASU_OK, "%s: submit failed", label);
+  float *y = malloc(n * 4), *dx = malloc(n * 4);
+  kc_download(by, y, n * 4);
+  kc_download(bdx, dx, n * 4);
+
+  double *xd = to_double(x, n), *dyd = to_double(dy, n);
+  double worst = 0;
+  for (uint32_t r = ROW_BEGIN; r < ROW_END; r++) {
+    const double *row = xd + (size_t)r * vocab;
+    double lse = reference_logsumexp(row, vocab);
+    for (uint32_t j = 0; j < vocab; j++)
+      worst = fmax(worst, fabs(y[(size_t)r * vocab + j] - exp(row[j] - lse)));
+  }
+  CHECK(worst < 1e-6, "%s: max absolute error %g", label, worst);
+  check_untouched(label, y, vocab);
+  check_untouched(label, dx, vocab);
+  softmax_ctx ctx = {dyd, vocab};
+  char backward_label[80];
+  snprintf(backward_label, sizeof backward_label, "%s backward", label);
+  check_finite_differences(backward_label, dx, xd, vocab, softmax_row_loss, &ctx);
+
+  asu_cmd_destroy(cmd);
+  asu_buffer_destroy(bx);
+  asu_buffer_destroy(by);
+  asu_buffer_destroy(bdy);
+  asu_buffer_destroy(bdx);
+  free(x), free(y), free(dy), free(dx), free(xd), free(dyd);
 }
 
 typedef struct cross_entropy_ctx {
@@ -385,6 +439,7 @@ static void test_all_vocabs(asu_device *dev) {
   for (size_t v = 0; v < sizeof vocabs / sizeof *vocabs; v++) {
     kc_seed(2000 + v);
     test_log_softmax(dev, vocabs[v]);
+    test_softmax(dev, vocabs[v]);
     test_cross_entropy(dev, vocabs[v]);
     test_kl(dev, vocabs[v]);
   }

@@ -161,6 +161,12 @@ def run_checks(pb, c, server):
                 "template without placeholder", "prompt_template")
     expect_code(start(**dict(base, forget_weight=-1.0)), grpc.StatusCode.INVALID_ARGUMENT,
                 "negative forget_weight", "forget_weight must be finite and >= 0, got -1")
+    expect_code(start(**dict(base, epochs=3, steps=4)), grpc.StatusCode.INVALID_ARGUMENT,
+                "epochs and steps differ", "epochs (3) and steps (4)")
+    expect_code(start(**dict(base, weight_decay=-0.5)), grpc.StatusCode.INVALID_ARGUMENT,
+                "negative weight decay", "weight_decay")
+    expect_code(start(**dict(base, epochs=100001)), grpc.StatusCode.RESOURCE_EXHAUSTED,
+                "epochs over the limit", "steps must be <= 100000, got 100001")
     expect_code(start(**dict(base, tau=math.inf)), grpc.StatusCode.INVALID_ARGUMENT,
                 "infinite tau", "tau")
     expect_code(start(**dict(base, forget=examples(pb, [("q", "")]))),
