@@ -1,6 +1,6 @@
 /* Compute ops: each records one or a few dispatches into a command (see asu_vk.h).
 
-   Conventions. Matrices are row-major float32 unless said otherwise. "T" is the number of token
+   Conventions. Matrices are row-major float32 unless stated otherwise. "T" is the number of token
    rows, "D" the model width. Buffers are whole asu_buffer objects; an op reads and writes from
    byte offset 0 unless it takes an offset. An op that is given sizes that do not fit its buffers
    records an error in the command (asu_cmd_fail) and returns it; it never writes out of bounds.

@@ -39,10 +39,10 @@ static int create_with_type(asu_device *dev, size_t bytes, uint32_t memory_type,
   }
   VkMemoryRequirements req;
   vkGetBufferMemoryRequirements(dev->device, buf->buffer, &req);
-  VkMemoryPropertyFlags wanted = dev->memory_properties.memoryTypes[memory_type].propertyFlags;
+  VkMemoryPropertyFlags flags = dev->memory_properties.memoryTypes[memory_type].propertyFlags;
   int type = (req.memoryTypeBits & (1u << memory_type))
                  ? (int)memory_type
-                 : asu_vk_find_memory_type(dev, req.memoryTypeBits, wanted);
+                 : asu_vk_find_memory_type(dev, req.memoryTypeBits, flags);
   if (type < 0) {
     vkDestroyBuffer(dev->device, buf->buffer, NULL);
     free(buf);
