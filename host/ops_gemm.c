@@ -16,10 +16,11 @@ typedef struct gemm_push {
   uint32_t m, n, k;
   uint32_t lda, ldb, ldc;
   uint32_t a_offset, b_offset, c_offset;
+  uint32_t c_col_step;
   uint32_t tiles_m, tiles_n;
   float alpha, beta;
 } gemm_push;
-_Static_assert(sizeof(gemm_push) == 52, "gemm_push must match the shader's push constants");
+_Static_assert(sizeof(gemm_push) == 56, "gemm_push must match the shader's push constants");
 
 typedef enum gemm_variant { GEMM_REGISTER, GEMM_TILED } gemm_variant;
 
@@ -97,21 +98,43 @@ static int check_args(asu_cmd *cmd, const asu_gemm_args *g) {
   return ASU_OK;
 }
 
-int asu_op_gemm(asu_cmd *cmd, const asu_gemm_args *args) {
-  int rc = check_args(cmd, args);
+/* The same product computed as C^T = op(B)^T op(A)^T, with C^T written through a transposed
+   store. The register variant spreads a workgroup along N, so a narrow C (a LoRA rank of 8
+   columns, say) would leave most invocations idle; its transpose is wide. */
+typedef struct gemm_problem {
+  asu_gemm_args g;
+  uint32_t c_row_step, c_col_step;
+} gemm_problem;
+
+static gemm_problem transposed_problem(const asu_gemm_args *a) {
+  gemm_problem t = {.g = *a, .c_row_step = 1, .c_col_step = a->ldc};
+  t.g.m = a->n, t.g.n = a->m;
+  t.g.a = a->b, t.g.lda = a->ldb, t.g.a_offset = a->b_offset, t.g.trans_a = !a->trans_b;
+  t.g.b = a->a, t.g.ldb = a->lda, t.g.b_offset = a->a_offset, t.g.trans_b = !a->trans_a;
+  return t;
+}
+
+int asu_op_gemm(asu_cmd *cmd, const asu_gemm_args *checked) {
+  int rc = check_args(cmd, checked);
   if (rc) return rc;
-  if (args->m == 0 || args->n == 0) return asu_cmd_status(cmd, NULL);
+  if (checked->m == 0 || checked->n == 0) return asu_cmd_status(cmd, NULL);
   gemm_variant variant;
   rc = choose_variant(cmd, &variant);
   if (rc) return rc;
 
   const asu_device_info *info = asu_device_get_info(asu_cmd_device(cmd));
+  uint32_t subgroup = info->subgroup_size ? info->subgroup_size : 8;
+  gemm_problem problem = {.g = *checked, .c_row_step = checked->ldc, .c_col_step = 1};
+  if (variant == GEMM_REGISTER && checked->n < subgroup * REGISTER_TN && checked->m > checked->n)
+    problem = transposed_problem(checked);
+  const asu_gemm_args *args = &problem.g;
+
   uint32_t wg_n, wg_m, tm, tn;
   if (variant == GEMM_TILED) {
     wg_n = TILED_WG, wg_m = TILED_WG, tm = TILED_TM, tn = TILED_TN;
   } else {
     /* One subgroup per workgroup, all along N, so the invocations share the rows of A. */
-    wg_n = info->subgroup_size ? info->subgroup_size : 8, wg_m = 1;
+    wg_n = subgroup, wg_m = 1;
     tm = register_rows(args->m), tn = REGISTER_TN;
   }
   asu_kernel *kernel;
@@ -127,8 +150,9 @@ int asu_op_gemm(asu_cmd *cmd, const asu_gemm_args *args) {
   uint32_t tile_m = wg_m * tm, tile_n = wg_n * tn;
   gemm_push push = {
       .m = args->m, .n = args->n, .k = args->k,
-      .lda = args->lda, .ldb = args->ldb, .ldc = args->ldc,
+      .lda = args->lda, .ldb = args->ldb, .ldc = problem.c_row_step,
       .a_offset = args->a_offset, .b_offset = args->b_offset, .c_offset = args->c_offset,
+      .c_col_step = problem.c_col_step,
       .tiles_m = (args->m + tile_m - 1) / tile_m, .tiles_n = (args->n + tile_n - 1) / tile_n,
       .alpha = args->alpha, .beta = args->beta,
   };

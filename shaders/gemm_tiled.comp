@@ -28,6 +28,7 @@ layout(push_constant) uniform Push {
   uint m, n, k;
   uint lda, ldb, ldc;
   uint a_offset, b_offset, c_offset;  // in elements
+  uint c_col_step;                    // 1, or ldc-style when C is stored transposed
   uint tiles_m, tiles_n;              // tiles of C along M and N
   float alpha, beta;
 } pc;
@@ -90,7 +91,7 @@ void main() {
     for (uint j = 0; j < TN; j++) {
       uint col = tile_col + x + WG_N * j;
       if (col >= pc.n) break;
-      uint index = pc.c_offset + row * pc.ldc + col;
+      uint index = pc.c_offset + row * pc.ldc + col * pc.c_col_step;
       float value = pc.alpha * acc[i][j];
       if (pc.beta != 0.0) value += pc.beta * c[index];  // beta == 0 must not read C (may be NaN)
       c[index] = value;
