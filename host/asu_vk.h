@@ -83,6 +83,10 @@ int asu_cmd_status(const asu_cmd *cmd, asu_error *err);
 int asu_cmd_submit(asu_cmd *cmd, asu_error *err);
 void asu_cmd_destroy(asu_cmd *cmd);
 
+/* Number of warnings and errors the Khronos validation layer reported in this process
+   (ASU_VK_VALIDATION=1); each is also logged. Tests count them as failures. */
+uint64_t asu_vk_validation_messages(void);
+
 /* Splits n workgroups into an x, y grid within the device's per-dimension limit; kernels then
    compute their flat group index as gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x
    and return when it is past n. */

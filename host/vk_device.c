@@ -67,6 +67,44 @@ static bool validation_requested(void) {
   return s && *s && strcmp(s, "0") != 0;
 }
 
+static _Atomic uint64_t validation_messages;
+
+uint64_t asu_vk_validation_messages(void) { return validation_messages; }
+
+static VKAPI_ATTR VkBool32 VKAPI_CALL
+on_validation_message(VkDebugUtilsMessageSeverityFlagBitsEXT severity,
+                      VkDebugUtilsMessageTypeFlagsEXT types,
+                      const VkDebugUtilsMessengerCallbackDataEXT *data, void *user) {
+  (void)types, (void)user;
+  if (severity >= VK_DEBUG_UTILS_MESSAGE_SEVERITY_WARNING_BIT_EXT) {
+    validation_messages++;
+    asu_log_error("vulkan validation: %s", data->pMessage);
+  }
+  return VK_FALSE;
+}
+
+static const VkDebugUtilsMessengerCreateInfoEXT messenger_info = {
+    .sType = VK_STRUCTURE_TYPE_DEBUG_UTILS_MESSENGER_CREATE_INFO_EXT,
+    .messageSeverity = VK_DEBUG_UTILS_MESSAGE_SEVERITY_WARNING_BIT_EXT |
+                       VK_DEBUG_UTILS_MESSAGE_SEVERITY_ERROR_BIT_EXT,
+    .messageType = VK_DEBUG_UTILS_MESSAGE_TYPE_GENERAL_BIT_EXT |
+                   VK_DEBUG_UTILS_MESSAGE_TYPE_VALIDATION_BIT_EXT |
+                   VK_DEBUG_UTILS_MESSAGE_TYPE_PERFORMANCE_BIT_EXT,
+    .pfnUserCallback = on_validation_message,
+};
+
+/* Creates the messenger that logs and counts validation messages. */
+static int create_messenger(asu_device *dev, asu_error *err) {
+  PFN_vkCreateDebugUtilsMessengerEXT create = (PFN_vkCreateDebugUtilsMessengerEXT)
+      vkGetInstanceProcAddr(dev->instance, "vkCreateDebugUtilsMessengerEXT");
+  if (!create)
+    return asu_error_set(err, ASU_ERR_VULKAN, "vkCreateDebugUtilsMessengerEXT is not available");
+  VkResult r = create(dev->instance, &messenger_info, NULL, &dev->messenger);
+  if (r != VK_SUCCESS) return asu_vk_fail(err, r, "vkCreateDebugUtilsMessengerEXT");
+  asu_log_info("Khronos validation layer enabled, with synchronization validation");
+  return ASU_OK;
+}
+
 static int create_instance(asu_device *dev, asu_error *err) {
   VkApplicationInfo app = {
       .sType = VK_STRUCTURE_TYPE_APPLICATION_INFO,
@@ -74,21 +112,39 @@ static int create_instance(asu_device *dev, asu_error *err) {
       .apiVersion = VK_API_VERSION_1_2,
   };
   const char *layers[] = {"VK_LAYER_KHRONOS_validation"};
+  const char *extensions[] = {VK_EXT_DEBUG_UTILS_EXTENSION_NAME};
+  /* Synchronization validation checks the barriers between dispatches too. */
+  VkValidationFeatureEnableEXT enables[] = {
+      VK_VALIDATION_FEATURE_ENABLE_SYNCHRONIZATION_VALIDATION_EXT};
+  VkValidationFeaturesEXT features = {
+      .sType = VK_STRUCTURE_TYPE_VALIDATION_FEATURES_EXT,
+      .pNext = &messenger_info,
+      .enabledValidationFeatureCount = 1,
+      .pEnabledValidationFeatures = enables,
+  };
   VkInstanceCreateInfo info = {
       .sType = VK_STRUCTURE_TYPE_INSTANCE_CREATE_INFO,
       .pApplicationInfo = &app,
   };
-  if (validation_requested()) {
+  bool validate = validation_requested();
+  if (validate) {
+    info.pNext = &features;
     info.enabledLayerCount = 1;
     info.ppEnabledLayerNames = layers;
+    info.enabledExtensionCount = 1;
+    info.ppEnabledExtensionNames = extensions;
   }
   VkResult r = vkCreateInstance(&info, NULL, &dev->instance);
+  if (r == VK_ERROR_LAYER_NOT_PRESENT)
+    return asu_error_set(err, ASU_ERR_NOT_FOUND, "ASU_VK_VALIDATION is set but the Khronos "
+                         "validation layer is not installed (apt-get install "
+                         "vulkan-validationlayers)");
   if (r != VK_SUCCESS) {
     asu_vk_fail(err, r, "vkCreateInstance");
     return asu_error_wrap(err, "no Vulkan driver could be loaded (install mesa-vulkan-drivers "
                                "for the CPU driver lavapipe): ");
   }
-  return ASU_OK;
+  return validate ? create_messenger(dev, err) : ASU_OK;
 }
 
 /* Chooses a physical device by selector (index or name substring) or by type preference. */
@@ -296,6 +352,11 @@ void asu_device_destroy(asu_device *dev) {
     vkDeviceWaitIdle(dev->device);
     asu_kernels_destroy(dev);
     vkDestroyDevice(dev->device, NULL);
+  }
+  if (dev->messenger) {
+    PFN_vkDestroyDebugUtilsMessengerEXT destroy = (PFN_vkDestroyDebugUtilsMessengerEXT)
+        vkGetInstanceProcAddr(dev->instance, "vkDestroyDebugUtilsMessengerEXT");
+    if (destroy) destroy(dev->instance, dev->messenger, NULL);
   }
   if (dev->instance) vkDestroyInstance(dev->instance, NULL);
   pthread_mutex_destroy(&dev->queue_lock);

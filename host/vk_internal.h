@@ -9,6 +9,7 @@
 
 struct asu_device {
   VkInstance instance;
+  VkDebugUtilsMessengerEXT messenger;  /* with ASU_VK_VALIDATION=1 only */
   VkPhysicalDevice physical;
   VkDevice device;
   VkQueue queue;

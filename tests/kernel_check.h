@@ -145,6 +145,9 @@ static inline int kc_submit(asu_cmd *cmd, const char *label) {
 
 /* Prints the closing `N passed, M failed` line and returns the exit code. */
 static inline int kc_finish(void) {
+  uint64_t messages = asu_vk_validation_messages();
+  CHECK(messages == 0, "the Vulkan validation layer reported %llu messages",
+        (unsigned long long)messages);
   printf("%d passed, %d failed\n", kc_passed, kc_failed);
   return kc_failed ? 1 : 0;
 }

@@ -6,6 +6,8 @@
 
 #include <stdio.h>
 
+#include "asu_vk.h"
+
 static int test_passed;
 static int test_failed;
 
@@ -22,7 +24,10 @@ static int test_failed;
   } while (0)
 
 /* Prints the closing line and returns the exit status for main. */
-#define TEST_SUMMARY() \
-  (printf("%d passed, %d failed\n", test_passed, test_failed), test_failed == 0 ? 0 : 1)
+/* Messages of the Vulkan validation layer (ASU_VK_VALIDATION=1) count as one failure. */
+#define TEST_SUMMARY()                                                              \
+  (asu_vk_validation_messages() ? (test_failed++, fprintf(stderr, "the Vulkan validation " \
+                                   "layer reported messages (see the log above)\n")) : 0, \
+   printf("%d passed, %d failed\n", test_passed, test_failed), test_failed == 0 ? 0 : 1)
 
 #endif

@@ -112,6 +112,8 @@ int main(void) {
   CHECK(current == 0, "%llu bytes still allocated", (unsigned long long)current);
   CHECK(peak > 0, "peak usage not recorded");
   asu_device_destroy(dev);
+  CHECK(asu_vk_validation_messages() == 0, "the Vulkan validation layer reported %llu messages",
+        (unsigned long long)asu_vk_validation_messages());
   printf("%d passed, %d failed\n", passed, failed);
   return failed ? 1 : 0;
 }
