@@ -329,6 +329,7 @@ int asu_device_create(const char *selector, asu_device **out, asu_error *err) {
   if (!rc) read_info(dev);
   if (!rc) rc = create_logical(dev, err);
   if (!rc) rc = choose_memory_types(dev, err);
+  if (!rc) asu_pipeline_cache_open(dev);
   if (rc) {
     asu_device_destroy(dev);
     return rc;
@@ -351,6 +352,7 @@ void asu_device_destroy(asu_device *dev) {
   if (dev->device) {
     vkDeviceWaitIdle(dev->device);
     asu_kernels_destroy(dev);
+    asu_pipeline_cache_save(dev);
     vkDestroyDevice(dev->device, NULL);
   }
   if (dev->messenger) {

@@ -21,6 +21,8 @@ struct asu_device {
   asu_device_info info;
   PFN_vkCmdPushDescriptorSetKHR push_descriptor_set;
 
+  VkPipelineCache pipeline_cache;  /* VK_NULL_HANDLE when the disk cache is off */
+  char cache_path[4200];
   pthread_mutex_t kernels_lock;
   struct asu_kernel *kernels;  /* cache, a singly linked list */
 
@@ -76,6 +78,11 @@ int asu_vk_find_memory_type(const asu_device *dev, uint32_t type_bits,
                             VkMemoryPropertyFlags required);
 
 void asu_kernels_destroy(asu_device *dev);
+
+/* Creates the pipeline cache from its file, if any; without one, pipelines are not cached. */
+void asu_pipeline_cache_open(asu_device *dev);
+/* Writes the cache back to its file (atomically) and destroys it. */
+void asu_pipeline_cache_save(asu_device *dev);
 
 /* Adds one timed dispatch of `shader` to the profile and logs the table when `report`. */
 void asu_profile_add(asu_device *dev, const char *shader, double seconds);

@@ -96,7 +96,7 @@ static int create_pipeline(asu_device *dev, asu_kernel *k, const struct asu_shad
       },
       .layout = k->layout,
   };
-  r = vkCreateComputePipelines(dev->device, VK_NULL_HANDLE, 1, &info, NULL, &k->pipeline);
+  r = vkCreateComputePipelines(dev->device, dev->pipeline_cache, 1, &info, NULL, &k->pipeline);
   vkDestroyShaderModule(dev->device, module, NULL);
   if (r != VK_SUCCESS) return asu_vk_fail(err, r, "vkCreateComputePipelines");
   return ASU_OK;

@@ -89,6 +89,35 @@ static void test_axpy(asu_device *dev) {
   }
 }
 
+/* The pipeline cache file is written at exit and read at the next start; a corrupt file is
+   dropped, and kernels still work. */
+static void test_pipeline_cache(void) {
+  char dir[] = "/tmp/asu-test-cache.XXXXXX";
+  CHECK(mkdtemp(dir) != NULL, "mkdtemp failed");
+  setenv("ASU_CACHE_DIR", dir, 1);
+  for (int round = 0; round < 3; round++) {
+    asu_device *dev = NULL;
+    asu_error err;
+    int rc = asu_device_create(NULL, &dev, &err);
+    CHECK(rc == ASU_OK, "round %d: device: %s", round, err.message);
+    if (rc) break;
+    test_axpy(dev);
+    asu_device_destroy(dev);
+    char command[256];
+    snprintf(command, sizeof command, "test -s %s/pipelines-*.bin", dir);
+    CHECK(system(command) == 0, "round %d: no cache file in %s", round, dir);
+    if (round == 1) {
+      /* Overwrite the file with bytes no driver accepts as a cache. */
+      snprintf(command, sizeof command, "for f in %s/pipelines-*.bin; do head -c 100 /dev/urandom > $f; done", dir);
+      CHECK(system(command) == 0, "corrupting the cache file failed");
+    }
+  }
+  char command[256];
+  snprintf(command, sizeof command, "rm -rf %s", dir);
+  CHECK(system(command) == 0, "cleanup failed");
+  unsetenv("ASU_CACHE_DIR");
+}
+
 static void test_selector(void) {
   asu_device *dev = NULL;
   asu_error err;
@@ -107,6 +136,7 @@ int main(void) {
   test_transfers(dev);
   test_axpy(dev);
   test_selector();
+  test_pipeline_cache();
   uint64_t current, peak;
   asu_device_memory_usage(dev, &current, &peak);
   CHECK(current == 0, "%llu bytes still allocated", (unsigned long long)current);
