@@ -58,18 +58,43 @@ const asu_gguf_tensor *asu_gguf_find_tensor(const asu_gguf *g, const char *name)
 int asu_gguf_tensor_to_f32(const asu_gguf_tensor *t, float *dst, uint64_t n_elements,
                            asu_error *err);
 
-/* A tensor to write: float32 data, dims innermost first. */
+/* A tensor to write: float32 data, dims innermost first. type is the element type stored in the
+   file: ASU_TENSOR_F32 (0, the default) or ASU_TENSOR_F16, converted with round-to-nearest-even
+   (values beyond the F16 range become infinities). */
 typedef struct asu_gguf_out_tensor {
   const char *name;
   uint32_t n_dims;
   uint64_t dims[4];
   const float *data;
+  uint32_t type;
 } asu_gguf_out_tensor;
 
 /* Writes a GGUF v3 file with every metadata key of `metadata_from` (copied byte for byte) and the
-   given F32 tensors, aligned as general.alignment says (32 by default). Writes to a temporary
-   file in the same directory, fsyncs it and renames it over path. */
+   given tensors, aligned as general.alignment says (32 by default). Writes to a temporary file
+   in the same directory, fsyncs it and renames it over path. */
 int asu_gguf_write(const char *path, const asu_gguf *metadata_from,
                    const asu_gguf_out_tensor *tensors, size_t n_tensors, asu_error *err);
+
+/* A metadata record to write. Scalars take their value from the union. An array has `count`
+   elements of type array_type at `array`. They are packed 4-byte values for UINT32, INT32 and
+   FLOAT32, and NUL-terminated strings (const char *const *) for STRING. */
+typedef struct asu_gguf_out_kv {
+  const char *key;
+  uint32_t type; /* ASU_GGUF_UINT32, ASU_GGUF_INT32, ASU_GGUF_FLOAT32, ASU_GGUF_STRING, ASU_GGUF_ARRAY */
+  union {
+    uint32_t u32;
+    int32_t i32;
+    float f32;
+    const char *str;
+  } value;
+  uint32_t array_type;
+  uint64_t count;
+  const void *array;
+} asu_gguf_out_kv;
+
+/* Like asu_gguf_write, with the metadata given as records instead of copied from a file.
+   A UINT32 record general.alignment (a power of two) sets the alignment. */
+int asu_gguf_write_kv(const char *path, const asu_gguf_out_kv *kvs, size_t n_kvs,
+                      const asu_gguf_out_tensor *tensors, size_t n_tensors, asu_error *err);
 
 #endif

@@ -27,5 +27,7 @@ const char *asu_ggml_type_name(uint32_t type);
 
 /* Converts IEEE 754 half-precision bits to float, keeping subnormals, infinities and NaNs. */
 float asu_f16_to_f32(uint16_t h);
+/* Converts float to half-precision bits, rounding to nearest even (gguf_write.c). */
+uint16_t asu_f32_to_f16(float value);
 
 #endif

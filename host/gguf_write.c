@@ -1,4 +1,5 @@
-/* GGUF v3 writer: copies the metadata records of an open file and appends F32 tensors. */
+/* GGUF v3 writer: metadata copied from an open file or given as records, then F32 or F16
+   tensors. */
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +35,12 @@ static void buf_put(byte_buf *b, const void *src, size_t bytes) {
 static void buf_u32(byte_buf *b, uint32_t v) { buf_put(b, &v, sizeof v); }
 static void buf_u64(byte_buf *b, uint64_t v) { buf_put(b, &v, sizeof v); }
 
+static void buf_str(byte_buf *b, const char *s) {
+  uint64_t len = strlen(s);
+  buf_u64(b, len);
+  buf_put(b, s, (size_t)len);
+}
+
 static uint64_t align_up(uint64_t x, uint64_t alignment) {
   return (x + alignment - 1) / alignment * alignment;
 }
@@ -61,7 +68,10 @@ static int check_tensor(const asu_gguf_out_tensor *t, size_t index, uint64_t *by
   }
   if (!t->data)
     return asu_error_set(err, ASU_ERR_INVALID, "tensor '%s' has no data", t->name);
-  *bytes = n * sizeof(float);
+  if (t->type != ASU_TENSOR_F32 && t->type != ASU_TENSOR_F16)
+    return asu_error_set(err, ASU_ERR_INVALID, "tensor '%s' has type id %" PRIu32 "; only F32 "
+                         "(0) and F16 (1) can be written", t->name, t->type);
+  *bytes = n * (t->type == ASU_TENSOR_F16 ? sizeof(uint16_t) : sizeof(float));
   return ASU_OK;
 }
 
@@ -99,7 +109,7 @@ static int build_header(byte_buf *b, const asu_gguf_kv_section *kvs,
     buf_put(b, t->name, name_len);
     buf_u32(b, t->n_dims);
     for (uint32_t d = 0; d < t->n_dims; d++) buf_u64(b, t->dims[d]);
-    buf_u32(b, ASU_TENSOR_F32);
+    buf_u32(b, t->type);
     buf_u64(b, offset);
     offset = align_up(offset + bytes[i], kvs->alignment);
   }
@@ -110,10 +120,50 @@ static int build_header(byte_buf *b, const asu_gguf_kv_section *kvs,
   return ASU_OK;
 }
 
+/* float32 to IEEE 754 half precision, rounding to nearest even; too large values become
+   infinities and NaNs stay NaNs. */
+uint16_t asu_f32_to_f16(float value) {
+  uint32_t x;
+  memcpy(&x, &value, sizeof x);
+  uint16_t sign = (uint16_t)((x >> 16) & 0x8000u);
+  uint32_t abs = x & 0x7fffffffu;
+  if (abs > 0x7f800000u) return sign | 0x7e00u | (uint16_t)((abs >> 13) & 0x3ffu);
+  if (abs >= 0x477ff000u) return sign | 0x7c00u; /* 65520 and up round past 65504 */
+  uint32_t exponent = abs >> 23;
+  if (exponent < 113u) {
+    /* Below 2^-14: a subnormal half, in units of 2^-24. */
+    if (exponent < 102u) return sign;
+    uint32_t mantissa = (abs & 0x7fffffu) | 0x800000u, shift = 126u - exponent;
+    uint32_t q = mantissa >> shift, rest = mantissa & ((1u << shift) - 1u), half = 1u << (shift - 1u);
+    if (rest > half || (rest == half && (q & 1u))) q++;
+    return sign | (uint16_t)q;
+  }
+  uint32_t q = (abs >> 13) - (112u << 10), rest = abs & 0x1fffu; /* rebias 127 -> 15 */
+  if (rest > 0x1000u || (rest == 0x1000u && (q & 1u))) q++; /* a carry moves the exponent up */
+  return sign | (uint16_t)q;
+}
+
+/* Writes n floats as F16, converting a slice at a time. */
+static int write_f16(asu_atomic_file *f, const float *data, uint64_t n, asu_error *err) {
+  enum { SLICE = 1 << 15 };
+  static _Thread_local uint16_t halves[SLICE];
+  for (uint64_t done = 0; done < n;) {
+    size_t count = n - done < SLICE ? (size_t)(n - done) : SLICE;
+    for (size_t i = 0; i < count; i++) halves[i] = asu_f32_to_f16(data[done + i]);
+    int rc = asu_atomic_write(f, halves, count * sizeof *halves, err);
+    if (rc != ASU_OK) return rc;
+    done += count;
+  }
+  return ASU_OK;
+}
+
 static int write_data(asu_atomic_file *f, const asu_gguf_out_tensor *tensors,
                       const uint64_t *bytes, size_t n, uint32_t alignment, asu_error *err) {
   for (size_t i = 0; i < n; i++) {
-    int rc = asu_atomic_write(f, tensors[i].data, (size_t)bytes[i], err);
+    const asu_gguf_out_tensor *t = &tensors[i];
+    int rc = t->type == ASU_TENSOR_F16
+                 ? write_f16(f, t->data, bytes[i] / sizeof(uint16_t), err)
+                 : asu_atomic_write(f, t->data, (size_t)bytes[i], err);
     if (rc == ASU_OK)
       rc = asu_atomic_write_zeros(f, (size_t)(align_up(bytes[i], alignment) - bytes[i]), err);
     if (rc != ASU_OK) return asu_error_wrap(err, "tensor '%s': ", tensors[i].name);
@@ -138,12 +188,10 @@ static int write_file(const char *path, const asu_gguf_kv_section *kvs,
   return asu_atomic_commit(f, err);
 }
 
-int asu_gguf_write(const char *path, const asu_gguf *metadata_from,
-                   const asu_gguf_out_tensor *tensors, size_t n_tensors, asu_error *err) {
+/* Checks the tensors and writes the file; errors name the path. */
+static int write_checked(const char *path, const asu_gguf_kv_section *kvs,
+                         const asu_gguf_out_tensor *tensors, size_t n_tensors, asu_error *err) {
   asu_error local = {0};
-  asu_gguf_kv_section kvs = {.alignment = ASU_GGUF_DEFAULT_ALIGNMENT};
-  if (metadata_from) asu_gguf_kv_section_of(metadata_from, &kvs);
-
   int rc = ASU_OK;
   if (!path) rc = asu_error_set(&local, ASU_ERR_INVALID, "output path is NULL");
   else if (!tensors && n_tensors > 0)
@@ -154,11 +202,89 @@ int asu_gguf_write(const char *path, const asu_gguf *metadata_from,
   for (size_t i = 0; rc == ASU_OK && i < n_tensors; i++)
     rc = check_tensor(&tensors[i], i, &bytes[i], &local);
   if (rc == ASU_OK) rc = check_unique_names(tensors, n_tensors, &local);
-  if (rc == ASU_OK) rc = write_file(path, &kvs, tensors, bytes, n_tensors, &local);
+  if (rc == ASU_OK) rc = write_file(path, kvs, tensors, bytes, n_tensors, &local);
   free(bytes);
   if (rc != ASU_OK) {
     asu_error_wrap(&local, "writing GGUF %s: ", path ? path : "(null)");
     if (err) *err = local;
   }
+  return rc;
+}
+
+int asu_gguf_write(const char *path, const asu_gguf *metadata_from,
+                   const asu_gguf_out_tensor *tensors, size_t n_tensors, asu_error *err) {
+  asu_gguf_kv_section kvs = {.alignment = ASU_GGUF_DEFAULT_ALIGNMENT};
+  if (metadata_from) asu_gguf_kv_section_of(metadata_from, &kvs);
+  return write_checked(path, &kvs, tensors, n_tensors, err);
+}
+
+/* ---- Metadata given as records. ---- */
+
+static bool is_scalar_type(uint32_t type) {
+  return type == ASU_GGUF_UINT32 || type == ASU_GGUF_INT32 || type == ASU_GGUF_FLOAT32 ||
+         type == ASU_GGUF_STRING;
+}
+
+static int check_kv(const asu_gguf_out_kv *kv, size_t index, asu_error *err) {
+  if (!kv->key || !*kv->key)
+    return asu_error_set(err, ASU_ERR_INVALID, "metadata record %zu has no key", index);
+  bool array = kv->type == ASU_GGUF_ARRAY;
+  if (!is_scalar_type(array ? kv->array_type : kv->type))
+    return asu_error_set(err, ASU_ERR_INVALID, "metadata key '%s' has type id %" PRIu32 "; only "
+                         "uint32, int32, float32, string and arrays of them can be written",
+                         kv->key, array ? kv->array_type : kv->type);
+  if ((array && kv->count > 0 && !kv->array) || (kv->type == ASU_GGUF_STRING && !kv->value.str))
+    return asu_error_set(err, ASU_ERR_INVALID, "metadata key '%s' has no value", kv->key);
+  if (!strcmp(kv->key, "general.alignment") &&
+      (kv->type != ASU_GGUF_UINT32 || kv->value.u32 == 0 ||
+       (kv->value.u32 & (kv->value.u32 - 1)) != 0))
+    return asu_error_set(err, ASU_ERR_INVALID, "general.alignment must be a uint32 power of two");
+  return ASU_OK;
+}
+
+static void put_kv(byte_buf *b, const asu_gguf_out_kv *kv) {
+  buf_str(b, kv->key);
+  buf_u32(b, kv->type);
+  switch (kv->type) {
+  case ASU_GGUF_STRING: buf_str(b, kv->value.str); return;
+  case ASU_GGUF_ARRAY: break;
+  default: buf_put(b, &kv->value, 4); return; /* the 4-byte scalars share the union's start */
+  }
+  buf_u32(b, kv->array_type);
+  buf_u64(b, kv->count);
+  if (kv->array_type != ASU_GGUF_STRING) {
+    buf_put(b, kv->array, (size_t)kv->count * 4);
+    return;
+  }
+  const char *const *strings = kv->array;
+  for (uint64_t i = 0; i < kv->count; i++) buf_str(b, strings[i] ? strings[i] : "");
+}
+
+int asu_gguf_write_kv(const char *path, const asu_gguf_out_kv *kvs, size_t n_kvs,
+                      const asu_gguf_out_tensor *tensors, size_t n_tensors, asu_error *err) {
+  asu_gguf_kv_section section = {.count = n_kvs, .alignment = ASU_GGUF_DEFAULT_ALIGNMENT};
+  byte_buf records = {0};
+  asu_error local = {0};
+  int rc = !kvs && n_kvs > 0
+               ? asu_error_set(&local, ASU_ERR_INVALID, "metadata list is NULL")
+               : ASU_OK;
+  for (size_t i = 0; rc == ASU_OK && i < n_kvs; i++) {
+    rc = check_kv(&kvs[i], i, &local);
+    if (rc == ASU_OK) put_kv(&records, &kvs[i]);
+    if (rc == ASU_OK && !strcmp(kvs[i].key, "general.alignment"))
+      section.alignment = kvs[i].value.u32;
+  }
+  if (rc == ASU_OK && records.failed)
+    rc = asu_error_set(&local, ASU_ERR_NOMEM, "out of memory building the metadata");
+  if (rc != ASU_OK) {
+    free(records.data);
+    asu_error_wrap(&local, "writing GGUF %s: ", path ? path : "(null)");
+    if (err) *err = local;
+    return rc;
+  }
+  section.bytes = records.data;
+  section.size = records.size;
+  rc = write_checked(path, &section, tensors, n_tensors, err);
+  free(records.data);
   return rc;
 }

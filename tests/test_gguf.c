@@ -321,6 +321,131 @@ static void test_write_without_metadata(void) {
   asu_gguf_close(g);
 }
 
+/* F16 tensors: round-to-nearest-even at ties, the range limits, subnormals, NaN. */
+typedef struct f16_case {
+  float value;
+  uint16_t bits;
+} f16_case;
+
+static const f16_case f16_cases[] = {
+    {0.0f, 0x0000}, {-0.0f, 0x8000}, {1.0f, 0x3c00}, {-2.0f, 0xc000},
+    {1.0f + 0x1p-11f, 0x3c00},              /* tie: stays on the even 1.0 */
+    {1.0f + 3 * 0x1p-11f, 0x3c02},          /* tie: goes up to the even 1 + 2^-9 */
+    {1.0f + 0x1p-11f + 0x1p-20f, 0x3c01},   /* just past the tie */
+    {65504.0f, 0x7bff}, {65519.0f, 0x7bff}, {65520.0f, 0x7c00}, {-1e9f, 0xfc00},
+    {INFINITY, 0x7c00}, {0x1p-14f, 0x0400}, {0x1p-14f - 0x1p-26f, 0x0400},
+    {0x1p-24f, 0x0001}, {0x1p-25f, 0x0000}, {1.5f * 0x1p-25f, 0x0001}, {3 * 0x1p-25f, 0x0002},
+    {1e-10f, 0x0000}, {0.1f, 0x2e66}, {3.140625f, 0x4248},
+};
+
+static void check_f16_tensor(const asu_gguf *g, size_t n) {
+  const asu_gguf_tensor *t = asu_gguf_find_tensor(g, "halves");
+  CHECK(t != NULL, "tensor 'halves' not found");
+  if (!t) return;
+  CHECK(t->type == ASU_TENSOR_F16, "type %u", t->type);
+  CHECK(t->bytes == 2 * (n + 1), "bytes %llu", (unsigned long long)t->bytes);
+  const unsigned char *data = t->data;
+  for (size_t i = 0; i < n; i++) {
+    uint16_t h;
+    memcpy(&h, data + 2 * i, 2);
+    CHECK(h == f16_cases[i].bits, "%a stored as 0x%04x, want 0x%04x", f16_cases[i].value, h,
+          f16_cases[i].bits);
+  }
+  float back[64];
+  CHECK(asu_gguf_tensor_to_f32(t, back, n + 1, NULL) == ASU_OK, "to_f32");
+  CHECK(isnan(back[n]), "NaN read back as %g", back[n]);
+  CHECK(back[2] == 1.0f, "1 read back as %g", back[2]);
+  CHECK(back[7] == 65504.0f, "65504 read back as %g", back[7]);
+}
+
+static void check_written_kv(const asu_gguf *g) {
+  uint32_t u = 0, align = 0;
+  float f = 0;
+  const char *s = NULL;
+  CHECK(asu_gguf_get_u32(g, "test.count", &u, NULL) == ASU_OK, "uint32 key missing");
+  CHECK(u == 12, "uint32 %u", u);
+  CHECK(asu_gguf_get_u32(g, "general.alignment", &align, NULL) == ASU_OK, "alignment missing");
+  CHECK(align == 64, "alignment %u", align);
+  CHECK(asu_gguf_get_f32(g, "test.eps", &f, NULL) == ASU_OK, "float32 key missing");
+  CHECK(f == 1e-5f, "float32 %g", f);
+  CHECK(asu_gguf_get_string(g, "test.name", &s, NULL, NULL) == ASU_OK, "string key missing");
+  CHECK(s && !strcmp(s, "tiny"), "string %s", s ? s : "(none)");
+  uint32_t type = 0;
+  uint64_t count = 0;
+  const void *data = NULL;
+  CHECK(asu_gguf_get_array(g, "test.scores", &type, &count, &data, NULL) == ASU_OK,
+        "float array missing");
+  CHECK(type == ASU_GGUF_FLOAT32 && count == 3, "float array type %u count %llu", type,
+        (unsigned long long)count);
+  CHECK(count == 3 && ((const float *)data)[2] == -2.5f, "float array element");
+  CHECK(asu_gguf_get_array(g, "test.types", &type, &count, &data, NULL) == ASU_OK,
+        "int array missing");
+  CHECK(type == ASU_GGUF_INT32 && count == 3, "int array type %u count %llu", type,
+        (unsigned long long)count);
+  CHECK(count == 3 && ((const int32_t *)data)[1] == -7, "int array element");
+  s = NULL;
+  CHECK(asu_gguf_get_array_string(g, "test.tokens", 2, &s, NULL, NULL) == ASU_OK,
+        "string array missing");
+  CHECK(s && !strcmp(s, "<0x0A>"), "string array element %s", s ? s : "(none)");
+  const asu_gguf_tensor *t = asu_gguf_find_tensor(g, "plain");
+  CHECK(t != NULL, "F32 tensor 'plain' beside the F16 one not found");
+  CHECK(t && t->type == ASU_TENSOR_F32, "plain has type %u", t ? t->type : 0);
+  CHECK(t && t->data_offset % 64 == 0, "plain at offset %llu, not 64-aligned",
+        t ? (unsigned long long)t->data_offset : 0ull);
+}
+
+static void test_write_f16_and_records(void) {
+  size_t n = sizeof f16_cases / sizeof *f16_cases;
+  float values[64], plain[3] = {1.0f, 2.0f, 3.0f}, scores[3] = {0.0f, -1.0f, -2.5f};
+  for (size_t i = 0; i < n; i++) values[i] = f16_cases[i].value;
+  values[n] = NAN;
+  int32_t types[3] = {1, -7, 6};
+  const char *tokens[3] = {"<unk>", "<s>", "<0x0A>"};
+  asu_gguf_out_kv kvs[] = {
+      {.key = "general.alignment", .type = ASU_GGUF_UINT32, .value.u32 = 64},
+      {.key = "test.count", .type = ASU_GGUF_UINT32, .value.u32 = 12},
+      {.key = "test.eps", .type = ASU_GGUF_FLOAT32, .value.f32 = 1e-5f},
+      {.key = "test.name", .type = ASU_GGUF_STRING, .value.str = "tiny"},
+      {.key = "test.scores", .type = ASU_GGUF_ARRAY, .array_type = ASU_GGUF_FLOAT32, .count = 3,
+       .array = scores},
+      {.key = "test.types", .type = ASU_GGUF_ARRAY, .array_type = ASU_GGUF_INT32, .count = 3,
+       .array = types},
+      {.key = "test.tokens", .type = ASU_GGUF_ARRAY, .array_type = ASU_GGUF_STRING, .count = 3,
+       .array = tokens},
+  };
+  size_t n_kvs = sizeof kvs / sizeof *kvs;
+  asu_gguf_out_tensor out[2] = {
+      {.name = "halves", .n_dims = 1, .dims = {n + 1}, .data = values, .type = ASU_TENSOR_F16},
+      {.name = "plain", .n_dims = 1, .dims = {3}, .data = plain},
+  };
+  char *path = tmp_path("records.gguf");
+  asu_error err = {0};
+  CHECK(asu_gguf_write_kv(path, kvs, n_kvs, out, 2, &err) == ASU_OK, "write: %s", err.message);
+  asu_gguf *g = NULL;
+  CHECK(asu_gguf_open(path, &g, &err) == ASU_OK, "open: %s", err.message);
+  if (g) {
+    check_f16_tensor(g, n);
+    check_written_kv(g);
+    asu_gguf_close(g);
+  }
+
+  /* Bad records and tensor types are refused with a message naming them. */
+  out[1].type = 7;
+  CHECK(asu_gguf_write_kv(tmp_path("bad.gguf"), kvs, n_kvs, out, 2, &err) == ASU_ERR_INVALID,
+        "tensor type 7 accepted");
+  CHECK(strstr(err.message, "plain") != NULL, "message: %s", err.message);
+  out[1].type = ASU_TENSOR_F32;
+  kvs[0].value.u32 = 48;
+  CHECK(asu_gguf_write_kv(tmp_path("bad.gguf"), kvs, n_kvs, out, 2, &err) == ASU_ERR_INVALID,
+        "alignment 48 accepted");
+  kvs[0].value.u32 = 64;
+  kvs[2].type = ASU_GGUF_FLOAT64;
+  CHECK(asu_gguf_write_kv(tmp_path("bad.gguf"), kvs, n_kvs, out, 2, &err) == ASU_ERR_INVALID,
+        "float64 record accepted");
+  CHECK(strstr(err.message, "test.eps") != NULL, "message: %s", err.message);
+  CHECK(access(tmp_path("bad.gguf"), F_OK) != 0, "file written despite the errors");
+}
+
 /* ---- Corrupt copies of the model. ---- */
 
 static void test_truncated(const unsigned char *model, size_t size) {
@@ -629,6 +754,7 @@ int main(void) {
     asu_gguf_close(g);
   }
   test_write_without_metadata();
+  test_write_f16_and_records();
 
   size_t size = 0;
   unsigned char *model = read_whole(model_path, &size);
