@@ -82,7 +82,8 @@ typedef struct asu_progress {
   double loss;            /* forget_weight * forget + retain_weight * retain */
   double forget;          /* mean over forget examples of mean answer KL(p_tau || p_theta) */
   double retain;          /* retain NLL (asu_gd) or KL from the base model (asu_kl) */
-  double heldout_nll;     /* mean NLL per token on held-out text, NaN when not measured */
+  double heldout_nll;     /* mean NLL per token on held-out text: measured at step 0, every 25
+                             steps and at the last step, else the latest measured value */
 } asu_progress;
 
 /* Called after each step; returning nonzero cancels the job (asu_unlearn then fails with

@@ -96,17 +96,17 @@ static int cmd_generate(asu_client *c, int argc, char **argv) {
     switch (o) {
     case 'a': req.adapter = optarg; break;
     case 'n':
-      if (!parse_u32(optarg, &req.max_tokens)) return usage_error("invalid --max-tokens value: %s", optarg);
+      if (!parse_u32(optarg, &req.max_tokens)) return usage_error("invalid --max-tokens value: %s (expected an integer in 0..4096, 0 for the server default of 256)", optarg);
       break;
     case 't':
       if (!parse_float(optarg, &req.temperature))
         return usage_error("invalid --temperature value: %s", optarg);
       break;
     case 'p':
-      if (!parse_float(optarg, &req.top_p)) return usage_error("invalid --top-p value: %s", optarg);
+      if (!parse_float(optarg, &req.top_p)) return usage_error("invalid --top-p value: %s (expected a number in (0, 1])", optarg);
       break;
     case 's':
-      if (!parse_u64(optarg, &req.seed)) return usage_error("invalid --seed value: %s", optarg);
+      if (!parse_u64(optarg, &req.seed)) return usage_error("invalid --seed value: %s (expected an unsigned integer)", optarg);
       break;
     default: return usage_error("%s", "invalid generate option");
     }
@@ -222,11 +222,17 @@ static int load_examples(const char *path, const char *what, Asu__V1__Example **
   asu_error err;
   asu_error_clear(&err);
   if (asu_dataset_load(path, ds, &err) != ASU_OK) {
-    fprintf(stderr, "asu: %s file %s: %s\n", what, path, err.message);
+    /* The loader's message starts with the path already. */
+    fprintf(stderr, "asu: %s file: %s\n", what, err.message);
     return -1;
   }
   *out = NULL;
   *n = 0;
+  if (ds->count == 0 && strcmp(what, "heldout") != 0) {
+    fprintf(stderr, "asu: %s file %s has no examples; give at least one JSON object a line\n",
+            what, path);
+    return -1;
+  }
   if (ds->count == 0) return 0;
   Asu__V1__Example *items = calloc(ds->count, sizeof *items);
   Asu__V1__Example **ptrs = calloc(ds->count, sizeof *ptrs);
@@ -282,13 +288,15 @@ static int cmd_unlearn(asu_client *c, int argc, char **argv) {
       if (!parse_float(optarg, &req.tau)) return usage_error("invalid --temperature-attn value: %s", optarg);
       break;
     case 's':
-      if (!parse_u32(optarg, &req.steps)) return usage_error("invalid --steps value: %s", optarg);
+      if (!parse_u32(optarg, &req.steps) || req.steps == 0)
+        return usage_error("invalid --steps value: %s (expected a positive integer)", optarg);
       break;
     case 'l':
       if (!parse_float(optarg, &req.learning_rate)) return usage_error("invalid --lr value: %s", optarg);
       break;
     case 'R':
-      if (!parse_u32(optarg, &req.lora_rank)) return usage_error("invalid --rank value: %s", optarg);
+      if (!parse_u32(optarg, &req.lora_rank) || req.lora_rank == 0)
+        return usage_error("invalid --rank value: %s (expected an integer in 1..256)", optarg);
       break;
     case 'a': req.activate_on_success = 1; break;
     case 'w': wait = true; break;

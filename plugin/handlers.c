@@ -561,7 +561,7 @@ static int handle_activate(asu_server *s, asu_rpc_call *c) {
   asu_error_clear(&err);
   if (!strcmp(req->name, "none")) {
     reject(c, GRPC_STATUS_INVALID_ARGUMENT,
-           "name \"none\" is the base model; use DeactivateAdapter to select it");
+           "name \"none\" is the base model; select it with DeactivateAdapter (asu deactivate)");
   } else if (!asu_adapter_name_valid(req->name)) {
     reject(c, GRPC_STATUS_INVALID_ARGUMENT,
            "name must match [A-Za-z0-9._-]{1,64} and not start with '.', got \"%.80s\"",

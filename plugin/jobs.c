@@ -313,7 +313,7 @@ int asu_jobs_submit(asu_jobs *j, asu_job_spec *spec, const char *request_id,
            spec->cfg.method == ASU_METHOD_ASU_KL ? "asu_kl" : "asu_gd");
   b->snap.state = ASU_JOB_QUEUED;
   b->snap.total_steps = spec->cfg.steps;
-  b->snap.heldout_nll = NAN;
+  b->snap.loss = b->snap.forget_loss = b->snap.retain_loss = b->snap.heldout_nll = NAN;
   b->snap.initial_forget_loss = b->snap.initial_retain_loss = b->snap.initial_heldout_nll = NAN;
   b->snap.created_unix = (int64_t)time(NULL);
   b->snap.seq = 1;

@@ -212,3 +212,19 @@ const grpc_channel_args *asu_rpc_channel_args(void) {
   cargs.args = args;
   return &cargs;
 }
+
+const grpc_channel_args *asu_rpc_server_args(void) {
+  static grpc_arg args[3];
+  static grpc_channel_args cargs;
+  const grpc_channel_args *common = asu_rpc_channel_args();
+  args[0] = common->args[0];
+  args[1] = common->args[1];
+  /* gRPC sets SO_REUSEPORT by default, which lets a second server bind a port that one already
+     serves and then splits the calls between them. */
+  args[2].type = GRPC_ARG_INTEGER;
+  args[2].key = (char *)GRPC_ARG_ALLOW_REUSEPORT;
+  args[2].value.integer = 0;
+  cargs.num_args = 3;
+  cargs.args = args;
+  return &cargs;
+}

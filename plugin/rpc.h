@@ -67,5 +67,7 @@ ProtobufCMessage *asu_rpc_unpack(grpc_byte_buffer *bb, const ProtobufCMessageDes
 
 /* Channel arguments raising the message size limits to ASU_RPC_MAX_MESSAGE. */
 const grpc_channel_args *asu_rpc_channel_args(void);
+/* The server's channel arguments: the message limits, and no SO_REUSEPORT. */
+const grpc_channel_args *asu_rpc_server_args(void);
 
 #endif

@@ -151,12 +151,9 @@ int main(int argc, char **argv) {
   asu_error_clear(&err);
   asu_log_info("loading model %s on device %s", model_path, device ? device : "(default)");
   if (asu_model_load(model_path, device, &s.model, &err) != ASU_OK) {
-    asu_log_error("loading model %s: %s", model_path, err.message);
+    asu_log_error("%s", err.message);
     return 1;
   }
-  const asu_model_config *mc = asu_model_get_config(s.model);
-  asu_log_info("model %s: %u layers, dim %u, vocab %u, context %u", model_path, mc->n_layers,
-               mc->dim, mc->vocab, mc->context_length);
   if (asu_registry_open(s.model, adapters, &s.reg, &err) != ASU_OK) {
     asu_log_error("adapters directory %s: %s", adapters, err.message);
     asu_model_destroy(s.model);
@@ -171,7 +168,7 @@ int main(int argc, char **argv) {
 
   grpc_init();
   grpc_completion_queue *cq = grpc_completion_queue_create_for_next(NULL);
-  s.grpc = grpc_server_create(asu_rpc_channel_args(), NULL);
+  s.grpc = grpc_server_create(asu_rpc_server_args(), NULL);
   grpc_server_register_completion_queue(s.grpc, cq, NULL);
   grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
   int port = grpc_server_add_http2_port(s.grpc, listen, creds);
@@ -181,7 +178,8 @@ int main(int argc, char **argv) {
   acceptor_arg aa = {&s, cq};
   bool started = false;
   if (port == 0) {
-    asu_log_error("cannot listen on %s", listen);
+    asu_log_error("cannot listen on %s: give --listen as HOST:PORT with a port that no other "
+                  "program uses (port 0 picks a free one)", listen);
     status = 1;
   } else {
     grpc_server_start(s.grpc);

@@ -1,10 +1,12 @@
 /* asu-finetune: full-weight NLL fine-tuning of a GGUF model on question/answer JSONL, written
    as a new GGUF file with the same metadata and tokenizer. */
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "asu_dataset.h"
 #include "asu_engine.h"
@@ -51,6 +53,20 @@ static int parse_number(const char *flag, const char *text, double min, double m
   return 0;
 }
 
+/* Fails early when the output file could not be written, before minutes of training. */
+static int check_output_dir(const char *out_path, asu_error *err) {
+  char dir[4096];
+  snprintf(dir, sizeof dir, "%s", out_path);
+  char *slash = strrchr(dir, '/');
+  if (!slash) snprintf(dir, sizeof dir, ".");
+  else if (slash == dir) dir[1] = '\0';
+  else *slash = '\0';
+  if (access(dir, W_OK | X_OK) != 0)
+    return asu_error_set(err, ASU_ERR_IO, "cannot write %s: directory %s is missing or not "
+                         "writable (%s)", out_path, dir, strerror(errno));
+  return ASU_OK;
+}
+
 int main(int argc, char **argv) {
   const char *model_path = NULL, *data_path = NULL, *out_path = NULL, *device = NULL;
   asu_finetune_config cfg;
@@ -93,7 +109,11 @@ int main(int argc, char **argv) {
   asu_error err;
   asu_dataset data = {0};
   asu_model *model = NULL;
-  int rc = asu_dataset_load(data_path, &data, &err);
+  int rc = check_output_dir(out_path, &err);
+  if (!rc) rc = asu_dataset_load(data_path, &data, &err);
+  if (!rc && data.count == 0)
+    rc = asu_error_set(&err, ASU_ERR_INVALID, "%s has no examples; give at least one JSON object "
+                       "a line", data_path);
   if (!rc) rc = asu_model_load(model_path, device, &model, &err);
   if (!rc) {
     asu_log_info("fine-tuning on %zu examples for %u steps at learning rate %g", data.count,

@@ -30,10 +30,10 @@ def build_messages(proto_dir, out_dir):
 class Server:
     """asu-server on 127.0.0.1 with a port the system picks; stderr goes to log_path."""
 
-    def __init__(self, binary, model, adapters, log_path):
+    def __init__(self, binary, model, adapters, log_path, port=0):
         self.log = open(log_path, "a")
         self.proc = subprocess.Popen(
-            [binary, "--model", model, "--listen", "127.0.0.1:0", "--adapters", adapters],
+            [binary, "--model", model, "--listen", "127.0.0.1:%d" % port, "--adapters", adapters],
             stdout=subprocess.PIPE, stderr=self.log, text=True)
         line = self.proc.stdout.readline()
         m = re.match(r"listening on 127\.0\.0\.1:(\d+)$", line.strip())

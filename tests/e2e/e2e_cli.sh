@@ -146,7 +146,9 @@ expect_status INVALID_ARGUMENT "unlearn bad method" -- unlearn --name t1 $F --me
 expect_status INVALID_ARGUMENT "unlearn negative lr" -- unlearn --name t1 $F --lr -0.5
 expect_status INVALID_ARGUMENT "unlearn rank over 256" -- unlearn --name t1 $F --rank 1000
 expect_status RESOURCE_EXHAUSTED "unlearn too many steps" -- unlearn --name t1 $F --steps 1000000
-expect_status INVALID_ARGUMENT "unlearn empty forget set" -- unlearn --name t1 --forget "$WORK/empty.jsonl" --retain "$WORK/retain.jsonl"
+expect_status "has no examples" "unlearn empty forget set" -- unlearn --name t1 --forget "$WORK/empty.jsonl" --retain "$WORK/retain.jsonl"
+expect_status "invalid --rank value: 0" "unlearn rank 0" -- unlearn --name t1 $F --rank 0
+expect_status "invalid --steps value: 0" "unlearn steps 0" -- unlearn --name t1 $F --steps 0
 
 # --- Job lookups of unknown ids ---
 expect_status NOT_FOUND "job unknown" -- job job-999

@@ -62,6 +62,13 @@ def main():
         adapters = os.path.join(work, "adapters")
         server = Server(server_bin, model, adapters, os.path.join(work, "server1.log"))
         c = Client(pb, server.port)
+        try:
+            Server(server_bin, model, os.path.join(work, "adapters2"),
+                   os.path.join(work, "clash.log"), port=server.port).stop()
+            check(False, "a second server started on port %d, which the first one serves"
+                  % server.port)
+        except RuntimeError:
+            check(True, "a second server on a port in use exits without listening")
         run_checks(pb, c, server)
         rc = server.stop()
         check(rc == 0, "server exits 0 on SIGTERM (got %s)" % rc)
