@@ -106,21 +106,17 @@ void asu_lora_destroy(asu_lora *l) {
 
 uint32_t asu_lora_rank(const asu_lora *l) { return l->rank; }
 
-/* PEFT module names, in asu_lora_target bit order. */
-static const char *const peft_module[ASU_LORA_PROJECTIONS] = {
+const char *const asu_peft_module[ASU_LORA_PROJECTIONS] = {
     "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
 };
 
-static void peft_name(char *buf, size_t cap, uint32_t layer, int p, char which) {
+void asu_peft_tensor_name(char *buf, size_t cap, uint32_t layer, int projection, char which) {
   snprintf(buf, cap, "base_model.model.model.layers.%u.%s.%s.lora_%c.weight", layer,
-           p <= 3 ? "self_attn" : "mlp", peft_module[p], which);
+           projection <= 3 ? "self_attn" : "mlp", asu_peft_module[projection], which);
 }
 
-/* GGUF llama files order the rows of q and k for rotary pairs (2i, 2i+1) of each head;
-   Hugging Face orders them as halves (i, i + head_dim/2). Returns the Hugging Face row of a GGUF
-   row of the B matrix of projection p (rows of v, o and the MLP keep their order). */
-static uint32_t hf_row(const asu_lora *l, int p, uint32_t row) {
-  if (p > 1) return row;
+uint32_t asu_peft_row(const asu_lora *l, int projection, uint32_t row) {
+  if (projection > 1) return row;
   uint32_t hd = l->head_dim, head = row / hd, within = row % hd;
   return head * hd + (within % 2) * (hd / 2) + within / 2;
 }
@@ -145,7 +141,7 @@ static int write_config(const asu_lora *l, const char *dir, asu_error *err) {
   cJSON_AddBoolToObject(root, "inference_mode", 1);
   cJSON *targets = cJSON_AddArrayToObject(root, "target_modules");
   for (int p = 0; p < ASU_LORA_PROJECTIONS; p++)
-    if (l->targets & (1u << p)) cJSON_AddItemToArray(targets, cJSON_CreateString(peft_module[p]));
+    if (l->targets & (1u << p)) cJSON_AddItemToArray(targets, cJSON_CreateString(asu_peft_module[p]));
   char *text = cJSON_Print(root);
   cJSON_Delete(root);
   if (!text) return asu_error_set(err, ASU_ERR_NOMEM, "out of memory");
@@ -162,10 +158,10 @@ static int download_pair(const asu_lora *l, uint32_t layer, int p, asu_st_tensor
   const asu_lora_pair *pair = &l->pairs[layer][p];
   size_t na = (size_t)l->rank * pair->in, nb = (size_t)pair->out * l->rank;
   char name[160];
-  peft_name(name, sizeof name, layer, p, 'A');
+  asu_peft_tensor_name(name, sizeof name, layer, p, 'A');
   *ta = (asu_st_tensor){.name = strdup(name), .n_dims = 2, .shape = {l->rank, pair->in},
                         .data = malloc(na * sizeof(float)), .n_elements = na};
-  peft_name(name, sizeof name, layer, p, 'B');
+  asu_peft_tensor_name(name, sizeof name, layer, p, 'B');
   *tb = (asu_st_tensor){.name = strdup(name), .n_dims = 2, .shape = {pair->out, l->rank},
                         .data = malloc(nb * sizeof(float)), .n_elements = nb};
   float *b = malloc(nb * sizeof *b);
@@ -176,7 +172,7 @@ static int download_pair(const asu_lora *l, uint32_t layer, int p, asu_st_tensor
   int rc = asu_buffer_download(pair->a, 0, ta->data, na * sizeof(float), err);
   if (!rc) rc = asu_buffer_download(pair->b, 0, b, nb * sizeof(float), err);
   for (uint32_t r = 0; !rc && r < pair->out; r++)
-    memcpy(tb->data + (size_t)hf_row(l, p, r) * l->rank, b + (size_t)r * l->rank,
+    memcpy(tb->data + (size_t)asu_peft_row(l, p, r) * l->rank, b + (size_t)r * l->rank,
            l->rank * sizeof(float));
   free(b);
   return rc;

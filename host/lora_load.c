@@ -9,10 +9,6 @@
 #include "asu_safetensors.h"
 #include "model_internal.h"
 
-static const char *const peft_module[ASU_LORA_PROJECTIONS] = {
-    "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
-};
-
 typedef struct peft_config {
   uint32_t rank;
   float alpha;
@@ -48,7 +44,7 @@ static int parse_targets(const cJSON *list, const char *path, uint32_t *targets,
   cJSON_ArrayForEach(item, list) {
     int found = -1;
     for (int p = 0; p < ASU_LORA_PROJECTIONS && cJSON_IsString(item); p++)
-      if (!strcmp(item->valuestring, peft_module[p])) found = p;
+      if (!strcmp(item->valuestring, asu_peft_module[p])) found = p;
     if (found < 0)
       return asu_error_set(err, ASU_ERR_FORMAT,
                            "%s: target module '%s' is not one of q_proj, k_proj, v_proj, o_proj, "
@@ -112,15 +108,9 @@ static int upload_pair(asu_lora *l, uint32_t layer, int p, const asu_st_tensor *
   float *b = malloc(nb * sizeof *b);
   if (!b) return asu_error_set(err, ASU_ERR_NOMEM, "out of memory");
   /* Rows of q and k go back from Hugging Face halves to GGUF rotary pairs. */
-  uint32_t hd = l->head_dim;
-  for (uint32_t row = 0; row < pair->out; row++) {
-    uint32_t src = row;
-    if (p <= 1) {
-      uint32_t head = row / hd, within = row % hd;
-      src = head * hd + (within % 2) * (hd / 2) + within / 2;
-    }
-    memcpy(b + (size_t)row * l->rank, tb->data + (size_t)src * l->rank, l->rank * sizeof(float));
-  }
+  for (uint32_t row = 0; row < pair->out; row++)
+    memcpy(b + (size_t)row * l->rank, tb->data + (size_t)asu_peft_row(l, p, row) * l->rank,
+           l->rank * sizeof(float));
   int rc = asu_buffer_create(l->dev, na * sizeof(float), &pair->a, err);
   if (!rc) rc = asu_buffer_create(l->dev, nb * sizeof(float), &pair->b, err);
   if (!rc) rc = asu_buffer_upload(pair->a, 0, ta->data, na * sizeof(float), err);
@@ -140,10 +130,8 @@ static int load_pairs(asu_model *m, asu_lora *l, const asu_st_file *f, const cha
       l->pairs[layer][p].in = w->cols;
       l->pairs[layer][p].out = w->rows;
       char name_a[160], name_b[160];
-      snprintf(name_a, sizeof name_a, "base_model.model.model.layers.%u.%s.%s.lora_A.weight",
-               layer, p <= 3 ? "self_attn" : "mlp", peft_module[p]);
-      snprintf(name_b, sizeof name_b, "base_model.model.model.layers.%u.%s.%s.lora_B.weight",
-               layer, p <= 3 ? "self_attn" : "mlp", peft_module[p]);
+      asu_peft_tensor_name(name_a, sizeof name_a, layer, p, 'A');
+      asu_peft_tensor_name(name_b, sizeof name_b, layer, p, 'B');
       const asu_st_tensor *ta = expect_tensor(f, file, name_a, l->rank, w->cols, err);
       const asu_st_tensor *tb = ta ? expect_tensor(f, file, name_b, w->rows, l->rank, err) : NULL;
       rc = tb ? upload_pair(l, layer, p, ta, tb, err) : (err ? err->code : ASU_ERR_FORMAT);

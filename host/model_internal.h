@@ -56,6 +56,15 @@ struct asu_lora {
   asu_lora_pair (*pairs)[ASU_LORA_PROJECTIONS];  /* buffers NULL for projections not targeted */
 };
 
+/* PEFT module names of the projections, in asu_lora_target bit order. */
+extern const char *const asu_peft_module[ASU_LORA_PROJECTIONS];
+/* Writes the PEFT tensor name of the A or B (`which`) matrix of a projection of a layer. */
+void asu_peft_tensor_name(char *buf, size_t cap, uint32_t layer, int projection, char which);
+/* GGUF llama files order the rows of q and k for rotary pairs (2i, 2i+1) of each head, and
+   Hugging Face as halves (i, i + head_dim/2). Returns the Hugging Face row of a GGUF row of the
+   B matrix of a projection; rows of v, o and the MLP keep their order. */
+uint32_t asu_peft_row(const asu_lora *l, int projection, uint32_t row);
+
 /* Allocates an adapter for m with no buffers yet, after checking its settings. */
 int asu_lora_alloc(asu_model *m, uint32_t rank, float alpha, uint32_t targets, asu_lora **out,
                    asu_error *err);

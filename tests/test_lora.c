@@ -5,6 +5,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "asu_safetensors.h"
 #include "model_internal.h"
 #include "shared_model.h"
 #include "test_util.h"
@@ -194,10 +195,28 @@ static void test_peft_round_trip(asu_model *m) {
     free(base);
   }
 
+  /* The file has q's B rows in the Hugging Face order: GGUF row 2i + half of a head is row
+     half * head_dim / 2 + i there, so with head size 8, GGUF rows 1 and 2 are file rows 4 and 1. */
+  char tensors_path[300];
+  snprintf(tensors_path, sizeof tensors_path, "%s/adapter_model.safetensors", adapter_dir);
+  asu_st_file saved = {0};
+  CHECK(asu_safetensors_read(tensors_path, &saved, &err) == ASU_OK, "read: %s", err.message);
+  const asu_st_tensor *q_b = asu_safetensors_find(
+      &saved, "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight");
+  CHECK(q_b != NULL, "q_proj.lora_B of layer 0 is missing from the file");
+  float *device_b = download(lora->pairs[0][0].b, (size_t)lora->pairs[0][0].out * 3);
+  if (q_b && m->cfg.head_dim == 8) {
+    CHECK(memcmp(q_b->data + 4 * 3, device_b + 1 * 3, 3 * sizeof(float)) == 0,
+          "GGUF row 1 of q's B is not file row 4");
+    CHECK(memcmp(q_b->data + 1 * 3, device_b + 2 * 3, 3 * sizeof(float)) == 0,
+          "GGUF row 2 of q's B is not file row 1");
+    CHECK(memcmp(q_b->data, device_b, 3 * sizeof(float)) == 0, "row 0 of q's B moved");
+  }
+  free(device_b);
+  asu_safetensors_free(&saved);
+
   /* A truncated tensor file fails with a message naming it, and nothing is loaded. */
-  char file[300];
-  snprintf(file, sizeof file, "%s/adapter_model.safetensors", adapter_dir);
-  CHECK(truncate(file, 100) == 0, "truncate failed");
+  CHECK(truncate(tensors_path, 100) == 0, "truncate failed");
   asu_lora *broken = NULL;
   int rc = asu_lora_load(m, adapter_dir, &broken, &err);
   CHECK(rc != ASU_OK, "loading a truncated adapter returned %d", rc);
