@@ -63,90 +63,6 @@ static int32_t sample(sampler *s, const float *logits, uint32_t vocab, float tem
   return s->candidates[kept - 1].id;
 }
 
-/* Device state of one generation: cache, activations and the rows of the current step. */
-typedef struct decoder {
-  asu_model *m;
-  asu_kv_cache kv;
-  asu_acts *acts;
-  asu_buffer *ids, *positions, *q_ranges;
-  float *scales, *logits;
-  asu_cmd *cmd;
-} decoder;
-
-static void decoder_free(decoder *d) {
-  for (uint32_t l = 0; d->kv.k && l < d->m->cfg.n_layers; l++) {
-    asu_buffer_destroy(d->kv.k[l]);
-    asu_buffer_destroy(d->kv.v[l]);
-  }
-  free(d->kv.k);
-  free(d->kv.v);
-  asu_acts_destroy(d->acts);
-  asu_buffer_destroy(d->ids);
-  asu_buffer_destroy(d->positions);
-  asu_buffer_destroy(d->q_ranges);
-  asu_cmd_destroy(d->cmd);
-  free(d->scales);
-  free(d->logits);
-}
-
-static int decoder_init(decoder *d, asu_model *m, uint32_t capacity, uint32_t max_rows,
-                        uint32_t rank, asu_error *err) {
-  const asu_model_config *c = &m->cfg;
-  size_t kv_bytes = (size_t)capacity * c->n_kv_head * c->head_dim * sizeof(float);
-  d->m = m;
-  d->kv.capacity = capacity;
-  d->kv.k = calloc(c->n_layers, sizeof *d->kv.k);
-  d->kv.v = calloc(c->n_layers, sizeof *d->kv.v);
-  d->scales = malloc(c->n_layers * sizeof *d->scales);
-  d->logits = malloc(c->vocab * sizeof *d->logits);
-  if (!d->kv.k || !d->kv.v || !d->scales || !d->logits)
-    return asu_error_set(err, ASU_ERR_NOMEM, "out of memory");
-  asu_layer_scales(m, 1.0f, 0, d->scales);
-  int rc = ASU_OK;
-  for (uint32_t l = 0; l < c->n_layers && !rc; l++) {
-    rc = asu_buffer_create(m->dev, kv_bytes, &d->kv.k[l], err);
-    if (!rc) rc = asu_buffer_create(m->dev, kv_bytes, &d->kv.v[l], err);
-  }
-  if (!rc) rc = asu_acts_create(m, max_rows, rank, &d->acts, err);
-  if (!rc) rc = asu_buffer_create(m->dev, max_rows * sizeof(int32_t), &d->ids, err);
-  if (!rc) rc = asu_buffer_create(m->dev, max_rows * sizeof(int32_t), &d->positions, err);
-  if (!rc) rc = asu_buffer_create(m->dev, 2 * max_rows * sizeof(int32_t), &d->q_ranges, err);
-  if (!rc) rc = asu_cmd_begin(m->dev, &d->cmd, err);
-  return rc;
-}
-
-/* Runs the model on n new tokens after the cached ones and downloads the last row's logits. */
-static int decoder_step(decoder *d, const asu_lora *lora, const int32_t *ids, uint32_t n,
-                        asu_error *err) {
-  int32_t *positions = malloc(n * sizeof *positions), *ranges = malloc(2 * n * sizeof *ranges);
-  if (!positions || !ranges) {
-    free(positions);
-    free(ranges);
-    return asu_error_set(err, ASU_ERR_NOMEM, "out of memory");
-  }
-  for (uint32_t i = 0; i < n; i++) {
-    positions[i] = (int32_t)(d->kv.used + i);
-    ranges[2 * i] = 0;
-    ranges[2 * i + 1] = (int32_t)(d->kv.used + i);
-  }
-  int rc = asu_buffer_upload(d->ids, 0, ids, n * sizeof *ids, err);
-  if (!rc) rc = asu_buffer_upload(d->positions, 0, positions, n * sizeof *positions, err);
-  if (!rc) rc = asu_buffer_upload(d->q_ranges, 0, ranges, 2 * n * sizeof *ranges, err);
-  free(positions);
-  free(ranges);
-  if (rc) return rc;
-  asu_forward_args fwd = {
-      .lora = lora, .ids = d->ids, .positions = d->positions, .q_ranges = d->q_ranges,
-      .rows = n, .layer_scale = d->scales, .kv = &d->kv, .logits_rows = 1,
-  };
-  asu_forward_record(d->cmd, d->m, &fwd, d->acts);
-  rc = asu_cmd_submit(d->cmd, err);
-  if (!rc) rc = asu_buffer_download(d->acts->logits, 0, d->logits,
-                                    d->m->cfg.vocab * sizeof(float), err);
-  if (!rc) d->kv.used += n;
-  return rc;
-}
-
 static int check_sampling(const asu_sampling *s, asu_error *err) {
   if (!(s->temperature >= 0.0f) || !isfinite(s->temperature))
     return asu_error_set(err, ASU_ERR_INVALID, "temperature must be 0 (greedy) or positive, got %g",
@@ -176,11 +92,11 @@ int asu_generate(asu_model *m, const asu_lora *adapter, const char *prompt,
   }
   uint64_t requested = (uint64_t)n + sampling->max_tokens;
   uint32_t capacity = requested < c->context_length ? (uint32_t)requested : c->context_length;
-  decoder d = {0};
+  asu_decoder d = {0};
   sampler s = {.state = sampling->seed, .candidates = malloc(c->vocab * sizeof(candidate))};
-  rc = s.candidates ? decoder_init(&d, m, capacity, (uint32_t)n, adapter ? adapter->rank : 0, err)
+  rc = s.candidates ? asu_decoder_init(&d, m, capacity, (uint32_t)n, adapter ? adapter->rank : 0, err)
                     : asu_error_set(err, ASU_ERR_NOMEM, "out of memory");
-  if (!rc) rc = decoder_step(&d, adapter, ids, (uint32_t)n, err);
+  if (!rc) rc = asu_decoder_step(&d, adapter, ids, (uint32_t)n, err);
   int32_t prev = ids[n - 1];
   for (uint32_t produced = 0; !rc && produced < sampling->max_tokens; produced++) {
     int32_t next = sample(&s, d.logits, c->vocab, sampling->temperature, sampling->top_p);
@@ -191,9 +107,9 @@ int asu_generate(asu_model *m, const asu_lora *adapter, const char *prompt,
     if (on_piece && on_piece(user, next, piece, (size_t)len)) break;
     prev = next;
     if (produced + 1 >= sampling->max_tokens || d.kv.used >= capacity) break;
-    rc = decoder_step(&d, adapter, &next, 1, err);
+    rc = asu_decoder_step(&d, adapter, &next, 1, err);
   }
-  decoder_free(&d);
+  asu_decoder_free(&d);
   free(s.candidates);
   free(ids);
   return rc;

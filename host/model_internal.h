@@ -117,6 +117,28 @@ typedef struct asu_kv_cache {
   asu_buffer **k, **v;
 } asu_kv_cache;
 
+/* The device state of one generation: a key/value cache for `capacity` tokens, activations for
+   up to max_rows new rows a step, and the logits of the last row of the latest step. */
+typedef struct asu_decoder {
+  asu_model *m;
+  asu_kv_cache kv;
+  asu_acts *acts;
+  asu_buffer *ids, *positions, *q_ranges;
+  float *scales, *logits;
+  int32_t *host_positions, *host_ranges;
+  uint32_t max_rows;
+  asu_cmd *cmd;
+} asu_decoder;
+
+int asu_decoder_init(asu_decoder *d, asu_model *m, uint32_t capacity, uint32_t max_rows,
+                     uint32_t rank, asu_error *err);
+/* Runs the model with an optional adapter on n new tokens after the cached ones, downloads the
+   last row's logits into d->logits and advances the cache. */
+int asu_decoder_step(asu_decoder *d, const asu_lora *lora, const int32_t *ids, uint32_t n,
+                     asu_error *err);
+/* Frees what asu_decoder_init made, also after it failed. */
+void asu_decoder_free(asu_decoder *d);
+
 /* Records the forward pass of rows given by ids/positions/q_ranges into a.
    layer_scale[l] is the attention score scale of layer l (1/(sqrt(head_dim) * tau)).
    With kv set, the new keys and values are appended to the cache at kv->used and attention
