@@ -70,7 +70,7 @@ typedef struct asu_gguf_out_tensor {
 } asu_gguf_out_tensor;
 
 /* Writes a GGUF v3 file with every metadata key of `metadata_from` (copied byte for byte) and the
-   given tensors, aligned as general.alignment says (32 by default). Writes to a temporary file
+   given tensors, aligned to general.alignment (32 by default). Writes to a temporary file
    in the same directory, fsyncs it and renames it over path. */
 int asu_gguf_write(const char *path, const asu_gguf *metadata_from,
                    const asu_gguf_out_tensor *tensors, size_t n_tensors, asu_error *err);

@@ -195,8 +195,8 @@ static void test_peft_round_trip(asu_model *m) {
     free(base);
   }
 
-  /* The file has q's B rows in the Hugging Face order: GGUF row 2i + half of a head is row
-     half * head_dim / 2 + i there, so with head size 8, GGUF rows 1 and 2 are file rows 4 and 1. */
+  /* The file has q's B rows in the Hugging Face order. GGUF row 2i + half of a head is row
+     half * head_dim / 2 + i there, so with head size 8 GGUF rows 1 and 2 are file rows 4 and 1. */
   char tensors_path[300];
   snprintf(tensors_path, sizeof tensors_path, "%s/adapter_model.safetensors", adapter_dir);
   asu_st_file saved = {0};

@@ -41,8 +41,10 @@ static void test_transfers(asu_device *dev) {
   asu_cmd_fill(cmd, buf, 16, 32, 0);
   CHECK(asu_cmd_submit(cmd, &err) == ASU_OK, "submit fill: %s", err.message);
   asu_buffer_download(buf, 0, dst, n * sizeof(float), &err);
-  CHECK(dst[3] == src[3] && dst[4] == 0.0f && dst[11] == 0.0f && dst[12] == src[12],
-        "fill wrote the wrong words: %g %g %g %g", dst[3], dst[4], dst[11], dst[12]);
+  CHECK(dst[3] == src[3], "fill changed word 3, before its range: %g", dst[3]);
+  CHECK(dst[4] == 0.0f, "fill did not zero word 4, the first of its range: %g", dst[4]);
+  CHECK(dst[11] == 0.0f, "fill did not zero word 11, the last of its range: %g", dst[11]);
+  CHECK(dst[12] == src[12], "fill changed word 12, after its range: %g", dst[12]);
 
   asu_cmd_fill(cmd, buf, 2, 4, 0);
   rc = asu_cmd_submit(cmd, &err);

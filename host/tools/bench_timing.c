@@ -40,9 +40,10 @@ static int calibrate(bench_run_fn run, void *ctx, double target, uint32_t *repea
   if ((rc = run(ctx, n, &more, err))) return rc;
   double each = (more - *one) / (n - 1);
   if (each < more / n / 4) each = more / n / 4; /* noise can make the difference tiny */
-  double wanted = target / each;
-  *repeats = wanted < 1 ? 1 : wanted > MAX_REPEATS_PER_SAMPLE ? MAX_REPEATS_PER_SAMPLE
-                                                              : (uint32_t)wanted;
+  double needed = target / each;
+  if (needed < 1) *repeats = 1;
+  else if (needed > MAX_REPEATS_PER_SAMPLE) *repeats = MAX_REPEATS_PER_SAMPLE;
+  else *repeats = (uint32_t)needed;
   *one = 0;
   return ASU_OK;
 }
