@@ -29,6 +29,7 @@ typedef struct asu_device_info {
   uint32_t max_workgroup_invocations;
   uint32_t max_workgroup_count[3];
   uint64_t max_storage_buffer_range;
+  uint32_t max_texel_buffer_elements;
   uint64_t device_memory;      /* bytes in the largest device-local heap */
   bool shader_float16;         /* 16-bit float arithmetic in shaders */
   bool storage_buffer_16bit;   /* 16-bit loads and stores in storage buffers */
@@ -47,6 +48,9 @@ const asu_device_info *asu_device_get_info(const asu_device *dev);
 int asu_buffer_create(asu_device *dev, size_t bytes, asu_buffer **out, asu_error *err);
 void asu_buffer_destroy(asu_buffer *buf);
 size_t asu_buffer_size(const asu_buffer *buf);
+/* Whether kernels can read buf as a uniform texel buffer of 4-float texels (a view of the whole
+   buffer, which the device's texel limit may not allow). */
+bool asu_buffer_has_texels(const asu_buffer *buf);
 int asu_buffer_upload(asu_buffer *buf, size_t offset, const void *src, size_t bytes, asu_error *err);
 int asu_buffer_download(const asu_buffer *buf, size_t offset, void *dst, size_t bytes, asu_error *err);
 /* Total bytes of device memory this device's buffers hold now, and the peak since creation. */
@@ -58,6 +62,12 @@ void asu_device_memory_usage(const asu_device *dev, uint64_t *current, uint64_t 
    constant block. Thread-safe. */
 int asu_kernel_get(asu_device *dev, const char *shader, const uint32_t *spec, uint32_t n_spec,
                    uint32_t n_buffers, uint32_t push_bytes, asu_kernel **out, asu_error *err);
+/* The same, with the bindings whose bit is set in texel_bindings declared as uniform texel
+   buffers of 4-float texels (samplerBuffer in GLSL) instead of storage buffers. Their buffers
+   must have texels (asu_buffer_has_texels). */
+int asu_kernel_get_texel(asu_device *dev, const char *shader, const uint32_t *spec,
+                         uint32_t n_spec, uint32_t n_buffers, uint32_t texel_bindings,
+                         uint32_t push_bytes, asu_kernel **out, asu_error *err);
 
 /* Starts recording a command. A command belongs to one thread at a time; several threads may
    record and submit their own commands concurrently. */

@@ -1,10 +1,15 @@
-/* C = alpha * op(A) * op(B) + beta * C in one of two kernels:
+/* C = alpha * op(A) * op(B) + beta * C in one of three kernels:
    - "gemm" (register tiles): a workgroup is one subgroup and each invocation keeps a TM x TN
      block of C in registers, with no shared memory. This suits CPU drivers such as lavapipe,
      where a workgroup runs as one SIMD loop and barriers are expensive.
+   - "gemm_texel" (register tiles read through texel buffers): the same layout, reading A and B
+     4 floats at a time as texels, which CPU drivers gather without a branch per element. It
+     needs offsets and leading dimensions in multiples of 4 and buffers with texel views; the
+     register variant takes the other products.
    - "gemm_tiled" (shared-memory tiles): 16 x 16 invocations stage slices of A and B in shared
      memory, the classic layout for GPUs with wide subgroups.
-   The environment variable ASU_GEMM_VARIANT=register or =tiled forces one of them. */
+   The environment variable ASU_GEMM_VARIANT=register, =texel or =tiled forces one of them;
+   a forced texel variant fails on a product it cannot read. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,7 +27,7 @@ typedef struct gemm_push {
 } gemm_push;
 _Static_assert(sizeof(gemm_push) == 56, "gemm_push must match the shader's push constants");
 
-typedef enum gemm_variant { GEMM_REGISTER, GEMM_TILED } gemm_variant;
+typedef enum gemm_variant { GEMM_REGISTER, GEMM_TEXEL, GEMM_TILED } gemm_variant;
 
 /* Shape of the shared-memory variant: 16 x 16 invocations, 4 x 4 outputs each, K slices of 16. */
 enum { TILED_WG = 16, TILED_TM = 4, TILED_TN = 4, TILED_BK = 16 };
@@ -30,14 +35,16 @@ enum { TILED_WG = 16, TILED_TM = 4, TILED_TN = 4, TILED_BK = 16 };
   ((uint32_t)(TILED_BK * TILED_WG * (TILED_TM + TILED_TN) * sizeof(float)))
 
 /* Register tile of one invocation in the register variant. 8 x 8 ran about 1.7 times faster
-   than 4 x 4 on lavapipe (LLVM 15, 8-wide AVX2) for the 8000 x 512 x 64 logits product. */
-enum { REGISTER_TM = 8, REGISTER_TN = 8 };
+   than 4 x 4 on lavapipe (LLVM 15, 8-wide AVX2) for the 8000 x 512 x 64 logits product. The
+   texel variant's cheaper loads favour taller tiles: of the sizes from 4 x 8 to 32 x 8 and
+   16 x 16, 16 x 8 was among the fastest at every 768-wide shape of asu-bench. */
+enum { REGISTER_TM = 8, REGISTER_TN = 8, TEXEL_TM = 16, TEXEL_TN = 8 };
 
-/* Rows of C per invocation for the register variant: the smallest power of two covering m, up
-   to REGISTER_TM, so that products of a few rows (decoding) do not compute unused rows. */
-static uint32_t register_rows(uint32_t m) {
+/* Rows of C per invocation: the smallest power of two covering m, up to max_rows, so that
+   products of a few rows (decoding) do not compute unused rows. */
+static uint32_t tile_rows(uint32_t m, uint32_t max_rows) {
   uint32_t tm = 1;
-  while (tm < m && tm < REGISTER_TM) tm *= 2;
+  while (tm < m && tm < max_rows) tm *= 2;
   return tm;
 }
 
@@ -48,6 +55,13 @@ static bool can_read_vec4_k(const asu_gemm_args *g) {
          g->b_offset % 4 == 0 && g->ldb % 4 == 0;
 }
 
+/* Whether the texel variant can read A and B: 16-byte aligned rows along their contiguous
+   dimension, and buffers the device can view as texels. */
+static bool can_read_texels(const asu_gemm_args *g) {
+  return g->a_offset % 4 == 0 && g->lda % 4 == 0 && g->b_offset % 4 == 0 && g->ldb % 4 == 0 &&
+         asu_buffer_has_texels(g->a) && asu_buffer_has_texels(g->b);
+}
+
 /* Picks the variant from device features. Devices with narrow subgroups (CPU SIMD lanes) or
    without room for the shared tiles get register tiles, and others get shared-memory tiles. */
 static int choose_variant(asu_cmd *cmd, gemm_variant *variant) {
@@ -55,11 +69,14 @@ static int choose_variant(asu_cmd *cmd, gemm_variant *variant) {
   if (forced && *forced) {
     if (!strcmp(forced, "register")) {
       *variant = GEMM_REGISTER;
+    } else if (!strcmp(forced, "texel")) {
+      *variant = GEMM_TEXEL;
     } else if (!strcmp(forced, "tiled")) {
       *variant = GEMM_TILED;
     } else {
       asu_cmd_fail(cmd, ASU_ERR_INVALID,
-                   "gemm: ASU_GEMM_VARIANT is '%s'; expected 'register' or 'tiled'", forced);
+                   "gemm: ASU_GEMM_VARIANT is '%s'; expected 'register', 'texel' or 'tiled'",
+                   forced);
       return ASU_ERR_INVALID;
     }
     return ASU_OK;
@@ -68,7 +85,7 @@ static int choose_variant(asu_cmd *cmd, gemm_variant *variant) {
   bool wide = info->subgroup_size >= 16;
   bool room = info->max_shared_memory >= TILED_SHARED_BYTES &&
               info->max_workgroup_invocations >= TILED_WG * TILED_WG;
-  *variant = wide && room ? GEMM_TILED : GEMM_REGISTER;
+  *variant = wide && room ? GEMM_TILED : GEMM_TEXEL;
   return ASU_OK;
 }
 
@@ -114,6 +131,39 @@ static gemm_problem transposed_problem(const asu_gemm_args *a) {
   return t;
 }
 
+/* The kernel for a variant and problem, and the tile of C that one workgroup computes. */
+static asu_kernel *variant_kernel(asu_cmd *cmd, gemm_variant variant, const asu_gemm_args *args,
+                                  uint32_t subgroup, uint32_t *tile_m, uint32_t *tile_n) {
+  if (variant == GEMM_TILED) {
+    uint32_t spec[] = {TILED_WG, TILED_WG, TILED_TM, TILED_TN, args->trans_a, args->trans_b,
+                       TILED_BK};
+    *tile_m = TILED_WG * TILED_TM, *tile_n = TILED_WG * TILED_TN;
+    return asu_ops_kernel(cmd, "gemm_tiled", spec, 7, 3, sizeof(gemm_push));
+  }
+  /* One subgroup per workgroup, all along N, so the invocations share the rows of A. */
+  if (variant == GEMM_REGISTER) {
+    uint32_t tm = tile_rows(args->m, REGISTER_TM);
+    *tile_m = tm, *tile_n = subgroup * REGISTER_TN;
+    uint32_t spec[] = {subgroup, 1, tm, REGISTER_TN, args->trans_a, args->trans_b,
+                       can_read_vec4_k(args)};
+    return asu_ops_kernel(cmd, "gemm", spec, 7, 3, sizeof(gemm_push));
+  }
+  /* A transposed A is read 4 rows at a time. */
+  uint32_t tm = tile_rows(args->m, TEXEL_TM);
+  if (args->trans_a && tm < 4) tm = 4;
+  *tile_m = tm, *tile_n = subgroup * TEXEL_TN;
+  uint32_t spec[] = {subgroup, tm, TEXEL_TN, args->trans_a, args->trans_b};
+  asu_kernel *kernel;
+  asu_error err;
+  int rc = asu_kernel_get_texel(asu_cmd_device(cmd), "gemm_texel", spec, 5, 3, 0x3,
+                                sizeof(gemm_push), &kernel, &err);
+  if (rc) {
+    asu_cmd_fail(cmd, rc, "%s", err.message);
+    return NULL;
+  }
+  return kernel;
+}
+
 int asu_op_gemm(asu_cmd *cmd, const asu_gemm_args *checked) {
   int rc = check_args(cmd, checked);
   if (rc) return rc;
@@ -125,29 +175,25 @@ int asu_op_gemm(asu_cmd *cmd, const asu_gemm_args *checked) {
   const asu_device_info *info = asu_device_get_info(asu_cmd_device(cmd));
   uint32_t subgroup = info->subgroup_size ? info->subgroup_size : 8;
   gemm_problem problem = {.g = *checked, .c_row_step = checked->ldc, .c_col_step = 1};
-  if (variant == GEMM_REGISTER && checked->n < subgroup * REGISTER_TN && checked->m > checked->n)
+  if (variant != GEMM_TILED && checked->n < subgroup * REGISTER_TN && checked->m > checked->n)
     problem = transposed_problem(checked);
   const asu_gemm_args *args = &problem.g;
+  if (variant == GEMM_TEXEL && !can_read_texels(args)) {
+    const char *forced = getenv("ASU_GEMM_VARIANT");
+    if (forced && !strcmp(forced, "texel")) {
+      asu_cmd_fail(cmd, ASU_ERR_INVALID,
+                   "gemm: ASU_GEMM_VARIANT=texel needs offsets and leading dimensions in "
+                   "multiples of 4 and buffers with texel views (lda %u, ldb %u, offsets %u, %u); "
+                   "unset it to let the product use the register variant",
+                   checked->lda, checked->ldb, checked->a_offset, checked->b_offset);
+      return asu_cmd_status(cmd, NULL);
+    }
+    variant = GEMM_REGISTER;
+  }
 
-  uint32_t wg_n, wg_m, tm, tn;
-  if (variant == GEMM_TILED) {
-    wg_n = TILED_WG, wg_m = TILED_WG, tm = TILED_TM, tn = TILED_TN;
-  } else {
-    /* One subgroup per workgroup, all along N, so the invocations share the rows of A. */
-    wg_n = subgroup, wg_m = 1;
-    tm = register_rows(args->m), tn = REGISTER_TN;
-  }
-  asu_kernel *kernel;
-  if (variant == GEMM_TILED) {
-    uint32_t spec[] = {wg_n, wg_m, tm, tn, args->trans_a, args->trans_b, TILED_BK};
-    kernel = asu_ops_kernel(cmd, "gemm_tiled", spec, 7, 3, sizeof(gemm_push));
-  } else {
-    uint32_t spec[] = {wg_n, wg_m, tm, tn, args->trans_a, args->trans_b, can_read_vec4_k(args)};
-    kernel = asu_ops_kernel(cmd, "gemm", spec, 7, 3, sizeof(gemm_push));
-  }
+  uint32_t tile_m, tile_n;
+  asu_kernel *kernel = variant_kernel(cmd, variant, args, subgroup, &tile_m, &tile_n);
   if (!kernel) return asu_cmd_status(cmd, NULL);
-
-  uint32_t tile_m = wg_m * tm, tile_n = wg_n * tn;
   gemm_push push = {
       .m = args->m, .n = args->n, .k = args->k,
       .lda = args->lda, .ldb = args->ldb, .ldc = problem.c_row_step,

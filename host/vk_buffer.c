@@ -25,11 +25,12 @@ static int create_with_type(asu_device *dev, size_t bytes, uint32_t memory_type,
   buf->dev = dev;
   buf->size = bytes;
 
+  /* Whole texels of 16 bytes, so that a texel view covers every byte. */
   VkBufferCreateInfo info = {
       .sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO,
-      .size = bytes,
-      .usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_TRANSFER_SRC_BIT |
-               VK_BUFFER_USAGE_TRANSFER_DST_BIT,
+      .size = (bytes + 15) / 16 * 16,
+      .usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_UNIFORM_TEXEL_BUFFER_BIT |
+               VK_BUFFER_USAGE_TRANSFER_SRC_BIT | VK_BUFFER_USAGE_TRANSFER_DST_BIT,
       .sharingMode = VK_SHARING_MODE_EXCLUSIVE,
   };
   VkResult r = vkCreateBuffer(dev->device, &info, NULL, &buf->buffer);
@@ -70,9 +71,34 @@ static int create_with_type(asu_device *dev, size_t bytes, uint32_t memory_type,
   return ASU_OK;
 }
 
-int asu_buffer_create(asu_device *dev, size_t bytes, asu_buffer **out, asu_error *err) {
-  return create_with_type(dev, bytes, dev->device_local_type, dev->info.unified_memory, out, err);
+/* Gives buf a view as texels of 4 floats when the device can address that many texels; kernels
+   that read through texel buffers fall back to storage-buffer loads otherwise. */
+static int create_texel_view(asu_buffer *buf, asu_error *err) {
+  VkDeviceSize texels = (buf->size + 15) / 16;
+  if (texels > buf->dev->info.max_texel_buffer_elements) return ASU_OK;
+  VkBufferViewCreateInfo info = {
+      .sType = VK_STRUCTURE_TYPE_BUFFER_VIEW_CREATE_INFO,
+      .buffer = buf->buffer,
+      .format = VK_FORMAT_R32G32B32A32_SFLOAT,
+      .offset = 0,
+      .range = texels * 16,
+  };
+  VkResult r = vkCreateBufferView(buf->dev->device, &info, NULL, &buf->texels);
+  if (r != VK_SUCCESS) return asu_vk_fail(err, r, "vkCreateBufferView");
+  return ASU_OK;
 }
+
+int asu_buffer_create(asu_device *dev, size_t bytes, asu_buffer **out, asu_error *err) {
+  int rc = create_with_type(dev, bytes, dev->device_local_type, dev->info.unified_memory, out, err);
+  if (!rc) rc = create_texel_view(*out, err);
+  if (rc && *out) {
+    asu_buffer_destroy(*out);
+    *out = NULL;
+  }
+  return rc;
+}
+
+bool asu_buffer_has_texels(const asu_buffer *buf) { return buf->texels != VK_NULL_HANDLE; }
 
 void asu_buffer_destroy(asu_buffer *buf) {
   if (!buf) return;
@@ -80,6 +106,7 @@ void asu_buffer_destroy(asu_buffer *buf) {
   VkMemoryRequirements req;
   vkGetBufferMemoryRequirements(dev->device, buf->buffer, &req);
   if (buf->mapped) vkUnmapMemory(dev->device, buf->memory);
+  if (buf->texels) vkDestroyBufferView(dev->device, buf->texels, NULL);
   vkDestroyBuffer(dev->device, buf->buffer, NULL);
   vkFreeMemory(dev->device, buf->memory, NULL);
   track_usage(dev, -(int64_t)req.size);

@@ -150,6 +150,18 @@ void asu_cmd_dispatch(asu_cmd *cmd, asu_kernel *kernel, asu_buffer *const *buffe
         .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
         .pBufferInfo = &infos[i],
     };
+    if ((kernel->texel_bindings >> i) & 1) {
+      if (!buffers[i]->texels) {
+        asu_cmd_fail(cmd, ASU_ERR_INVALID,
+                     "kernel '%s': buffer %u of %zu bytes has no texel view (over the device's "
+                     "texel limit); use the storage-buffer variant",
+                     kernel->shader, i, buffers[i]->size);
+        return;
+      }
+      writes[i].descriptorType = VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER;
+      writes[i].pBufferInfo = NULL;
+      writes[i].pTexelBufferView = &buffers[i]->texels;
+    }
   }
   vkCmdBindPipeline(cmd->cb, VK_PIPELINE_BIND_POINT_COMPUTE, kernel->pipeline);
   if (kernel->n_buffers)

@@ -222,6 +222,7 @@ static void read_info(asu_device *dev) {
   info->max_workgroup_invocations = lim->maxComputeWorkGroupInvocations;
   for (int i = 0; i < 3; i++) info->max_workgroup_count[i] = lim->maxComputeWorkGroupCount[i];
   info->max_storage_buffer_range = lim->maxStorageBufferRange;
+  info->max_texel_buffer_elements = lim->maxTexelBufferElements;
   info->shader_float16 = f12.shaderFloat16;
   info->storage_buffer_16bit = f11.storageBuffer16BitAccess;
 

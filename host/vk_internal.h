@@ -45,6 +45,7 @@ struct asu_buffer {
   VkDeviceMemory memory;
   size_t size;
   void *mapped;  /* non-NULL when the memory is host-visible */
+  VkBufferView texels;  /* the buffer as texels of 4 floats, or VK_NULL_HANDLE */
 };
 
 struct asu_kernel {
@@ -54,6 +55,7 @@ struct asu_kernel {
   uint32_t n_spec;
   uint32_t n_buffers;
   uint32_t push_bytes;
+  uint32_t texel_bindings;  /* bit i: binding i is a uniform texel buffer */
   VkDescriptorSetLayout set_layout;
   VkPipelineLayout layout;
   VkPipeline pipeline;

@@ -18,8 +18,8 @@ static const struct asu_shader_code *find_shader(const char *name) {
 }
 
 static bool same_kernel(const asu_kernel *k, const char *shader, const uint32_t *spec,
-                        uint32_t n_spec) {
-  return !strcmp(k->shader, shader) && k->n_spec == n_spec &&
+                        uint32_t n_spec, uint32_t texel_bindings) {
+  return !strcmp(k->shader, shader) && k->n_spec == n_spec && k->texel_bindings == texel_bindings &&
          (n_spec == 0 || !memcmp(k->spec, spec, n_spec * sizeof *spec));
 }
 
@@ -35,7 +35,8 @@ static int create_layouts(asu_device *dev, asu_kernel *k, asu_error *err) {
   for (uint32_t i = 0; i < k->n_buffers; i++)
     bindings[i] = (VkDescriptorSetLayoutBinding){
         .binding = i,
-        .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
+        .descriptorType = (k->texel_bindings >> i) & 1 ? VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER
+                                                       : VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
         .descriptorCount = 1,
         .stageFlags = VK_SHADER_STAGE_COMPUTE_BIT,
     };
@@ -104,6 +105,12 @@ static int create_pipeline(asu_device *dev, asu_kernel *k, const struct asu_shad
 
 int asu_kernel_get(asu_device *dev, const char *shader, const uint32_t *spec, uint32_t n_spec,
                    uint32_t n_buffers, uint32_t push_bytes, asu_kernel **out, asu_error *err) {
+  return asu_kernel_get_texel(dev, shader, spec, n_spec, n_buffers, 0, push_bytes, out, err);
+}
+
+int asu_kernel_get_texel(asu_device *dev, const char *shader, const uint32_t *spec,
+                         uint32_t n_spec, uint32_t n_buffers, uint32_t texel_bindings,
+                         uint32_t push_bytes, asu_kernel **out, asu_error *err) {
   *out = NULL;
   if (n_spec > 16 || n_buffers > 16 || push_bytes > 128 || strlen(shader) >= 64)
     return asu_error_set(err, ASU_ERR_INVALID,
@@ -112,7 +119,7 @@ int asu_kernel_get(asu_device *dev, const char *shader, const uint32_t *spec, ui
                          shader, n_spec, n_buffers, push_bytes);
   pthread_mutex_lock(&dev->kernels_lock);
   for (asu_kernel *k = dev->kernels; k; k = k->next) {
-    if (same_kernel(k, shader, spec, n_spec)) {
+    if (same_kernel(k, shader, spec, n_spec, texel_bindings)) {
       pthread_mutex_unlock(&dev->kernels_lock);
       *out = k;
       return ASU_OK;
@@ -131,6 +138,7 @@ int asu_kernel_get(asu_device *dev, const char *shader, const uint32_t *spec, ui
     k->n_spec = n_spec;
     k->n_buffers = n_buffers;
     k->push_bytes = push_bytes;
+    k->texel_bindings = texel_bindings;
     rc = create_layouts(dev, k, err);
     if (!rc) rc = create_pipeline(dev, k, code, err);
     if (rc) {

@@ -1,6 +1,7 @@
 /* asu_op_gemm against a double-precision C reference: every transpose combination, alpha and
    beta, element offsets, padded leading dimensions, edge tiles and the model's shapes, for both
-   kernel variants (forced through ASU_GEMM_VARIANT). */
+   kernel variants (forced through ASU_GEMM_VARIANT), and the texel variant wherever offsets and
+   leading dimensions are multiples of 4. */
 #include "kernel_check.h"
 
 typedef struct gemm_case {
@@ -17,8 +18,8 @@ static const gemm_case cases[] = {
     {33, 257, 7, 0, 3, 0, 5, 0, 11, 1.0f, 1.0f},
     {257, 33, 1, 1, 1, 1, 0, 7, 0, 2.0f, -0.75f},
     {7, 33, 257, 3, 1, 5, 2, 3, 1, 0.5f, -1.25f},
-    /* Register tiles are 8 x 64 on an 8-wide subgroup (fewer rows when m < 8), shared tiles
-       64 x 64 with K slices of 16. */
+    /* Register tiles are 8 x 64 on an 8-wide subgroup (fewer rows when m < 8), texel tiles
+       16 x 64, shared tiles 64 x 64 with K slices of 16. */
     {8, 64, 16, 0, 0, 0, 0, 0, 0, 1.0f, 0.0f},
     {9, 65, 17, 0, 0, 0, 0, 0, 0, 1.0f, 1.0f},
     {3, 63, 15, 1, 1, 1, 1, 1, 1, 1.0f, 0.5f},
@@ -35,6 +36,15 @@ static const gemm_case cases[] = {
     {300, 172, 64, 0, 0, 0, 0, 0, 0, 1.0f, 0.0f},
     {300, 64, 172, 0, 0, 0, 0, 0, 0, 1.0f, 1.0f},
     {300, 64, 64, 0, 0, 0, 64, 0, 64, 1.0f, 1.0f},
+    /* m, n and k are equal modulo 4 and the padding makes every leading dimension a multiple
+       of 4 in all four transposes, so the texel variant runs them: edge tiles, K tails of 1 to 3,
+       one row (decoding) and the backward layouts at an odd size. */
+    {12, 68, 20, 0, 0, 0, 4, 8, 3, 1.0f, 0.0f},
+    {9, 65, 33, 3, 3, 2, 4, 0, 5, 1.0f, 0.5f},
+    {3, 7, 11, 1, 1, 0, 0, 0, 0, -1.0f, 0.0f},
+    {17, 65, 9, 3, 3, 3, 0, 0, 0, 1.0f, 0.0f},
+    {1, 257, 65, 3, 3, 0, 0, 0, 0, 1.0f, 0.0f},
+    {130, 70, 258, 2, 2, 1, 8, 4, 0, -1.0f, 0.5f},
     /* k = 0 leaves beta * C. */
     {5, 6, 0, 0, 0, 0, 0, 0, 0, 1.0f, 0.5f},
     {5, 6, 0, 0, 0, 0, 0, 0, 0, 1.0f, 0.0f},
@@ -160,15 +170,23 @@ static void check_gemm_case(asu_device *dev, const gemm_case *g, bool trans_a, b
   free(got);
 }
 
-static const char *const both_variants[] = {"register", "tiled"};
+static const char *const all_variants[] = {"register", "tiled", "texel"};
+
+/* Every variant whose requirements the case meets: the texel variant reads rows 4 floats at a
+   time, so it needs offsets and leading dimensions in multiples of 4. */
+static void check_all_variants(asu_device *dev, const gemm_case *g, bool trans_a, bool trans_b) {
+  gemm_layout l = layout_of(g, trans_a, trans_b);
+  bool aligned = g->a_offset % 4 == 0 && l.lda % 4 == 0 && g->b_offset % 4 == 0 && l.ldb % 4 == 0;
+  check_gemm_case(dev, g, trans_a, trans_b, all_variants, aligned ? 3 : 2);
+}
 
 static void test_gemm_cases(asu_device *dev) {
   for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
-    for (int t = 0; t < 4; t++) check_gemm_case(dev, &cases[i], t & 1, t & 2, both_variants, 2);
+    for (int t = 0; t < 4; t++) check_all_variants(dev, &cases[i], t & 1, t & 2);
 }
 
 static void test_gemm_logits(asu_device *dev) {
-  for (int t = 0; t < 4; t++) check_gemm_case(dev, &logits_case, t & 1, t & 2, both_variants, 2);
+  for (int t = 0; t < 4; t++) check_all_variants(dev, &logits_case, t & 1, t & 2);
 }
 
 /* The variant the wrapper picks by itself on this device. */
@@ -176,6 +194,7 @@ static void test_gemm_default_variant(asu_device *dev) {
   static const char *const default_variant[] = {""};
   check_gemm_case(dev, &cases[5], false, true, default_variant, 1);
   check_gemm_case(dev, &cases[13], true, false, default_variant, 1);
+  check_gemm_case(dev, &cases[20], true, true, default_variant, 1);
 }
 
 /* Sizes that do not fit are rejected with a message naming the op. */
@@ -215,6 +234,18 @@ static void test_gemm_invalid(asu_device *dev) {
   rc = asu_op_gemm(cmd, &bad);
   CHECK(rc == ASU_ERR_INVALID, "gemm without C returned %d", rc);
   asu_cmd_submit(cmd, &err);
+
+  /* A forced texel variant refuses a product whose rows it cannot read 4 floats at a time. */
+  setenv("ASU_GEMM_VARIANT", "texel", 1);
+  bad = args;
+  bad.lda = 5;
+  bad.a = big;
+  rc = asu_op_gemm(cmd, &bad);
+  CHECK(rc == ASU_ERR_INVALID, "texel gemm with lda 5 returned %d", rc);
+  rc = asu_cmd_submit(cmd, &err);
+  CHECK(rc == ASU_ERR_INVALID && strstr(err.message, "lda 5"),
+        "texel gemm with lda 5: submit returned %d, message '%s' does not name lda", rc,
+        err.message);
 
   setenv("ASU_GEMM_VARIANT", "fastest", 1);
   rc = asu_op_gemm(cmd, &args);

@@ -20,6 +20,7 @@ typedef struct bench_options {
   double sample_seconds;      /* each timed sample runs about this long */
   const char *model_path;     /* the shared stories260K.gguf */
   const char *device;         /* NULL: ASU_DEVICE or the default choice */
+  const char *filter;         /* NULL, or run only kernel rows whose name and shape contain it */
   uint32_t prompt_tokens, decode_tokens, train_examples, train_tokens;
 } bench_options;
 
@@ -63,6 +64,9 @@ int bench_print_json(const bench_machine *machine, const bench_results *r, asu_e
 double bench_now(void);
 
 /* Runs n repeats of the thing measured and returns the seconds to count for them. */
+/* Whether --filter selects the kernel row `name shape` (always, without a filter). */
+bool bench_selected(const bench_options *o, const char *name, const char *shape);
+
 typedef int (*bench_run_fn)(void *ctx, uint32_t n, double *seconds, asu_error *err);
 
 /* Median seconds per repeat: one warm-up run, a calibration that picks the number of repeats

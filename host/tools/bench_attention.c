@@ -104,6 +104,9 @@ static void attention_run_free(attention_run *a) {
 
 static int bench_length(const bench_options *o, asu_device *dev, attention_run *a,
                         bench_results *r, asu_error *err) {
+  char shape[80];
+  snprintf(shape, sizeof shape, "T=%u heads=%ux%u causal", a->t, a->heads, a->head_dim);
+  if (!bench_selected(o, "attention", shape)) return ASU_OK;
   double fwd = 0, bwd = 0, blas = 0;
   int rc = attention_run_create(dev, a, err);
   if (!rc) rc = bench_median_cmd(o, dev, record_forward, a, &fwd, err);
@@ -111,8 +114,6 @@ static int bench_length(const bench_options *o, asu_device *dev, attention_run *
   if (!rc) rc = bench_median_cmd(o, dev, record_backward, a, &bwd, err);
   if (!rc) rc = bench_median(o, run_blas, a, &blas, err);
   attention_run_free(a);
-  char shape[80];
-  snprintf(shape, sizeof shape, "T=%u heads=%ux%u causal", a->t, a->heads, a->head_dim);
   if (rc) return asu_error_wrap(err, "attention %s: ", shape);
   double flops = 4.0 * a->t * a->t / 2 * a->heads * a->head_dim;
   double blas_per_second = 2.0 * a->t * a->t * a->head_dim * a->heads / blas * 1e-9;

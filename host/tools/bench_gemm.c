@@ -85,6 +85,10 @@ static void gemm_run_free(gemm_run *g) {
 static int bench_case(const bench_options *o, asu_device *dev, const gemm_case *c,
                       bench_results *r, asu_error *err) {
   const bench_gemm_shape *s = &c->s;
+  char shape[80];
+  snprintf(shape, sizeof shape, "%ux%ux%u %c%c %s", s->m, s->n, s->k, s->trans_a ? 'T' : 'N',
+           s->trans_b ? 'T' : 'N', c->use);
+  if (!bench_selected(o, "gemm", shape)) return ASU_OK;
   size_t na = (size_t)s->m * s->k, nb = (size_t)s->k * s->n, nc = (size_t)s->m * s->n;
   gemm_run g = {.s = *s};
   g.ha = bench_host_floats(na, 1.0f, 1);
@@ -98,9 +102,6 @@ static int bench_case(const bench_options *o, asu_device *dev, const gemm_case *
   if (!rc) rc = bench_median_cmd(o, dev, record_gemm, &g, &vk_seconds, err);
   if (!rc) rc = bench_median(o, run_blas, &g, &blas_seconds, err);
   gemm_run_free(&g);
-  char shape[80];
-  snprintf(shape, sizeof shape, "%ux%ux%u %c%c %s", s->m, s->n, s->k, s->trans_a ? 'T' : 'N',
-           s->trans_b ? 'T' : 'N', c->use);
   if (rc) return asu_error_wrap(err, "gemm %s: ", shape);
   double flops = 2.0 * s->m * s->n * s->k;
   bench_add(r, "gemm", shape, flops / vk_seconds * 1e-9, "GFLOP/s", "openblas_sgemm",

@@ -19,6 +19,7 @@ static void usage(FILE *out) {
           "  --quick              small shapes, few repeats, and a 64-wide generated model in\n"
           "                       place of the 768-wide one (a smoke test)\n"
           "  --only WHAT          kernels or e2e\n"
+          "  --filter TEXT        run only the kernel rows whose name and shape contain TEXT\n"
           "  --repeats N          timed samples per row after warm-up (default 5, quick 3)\n"
           "  --no-llama           skip the generated model\n"
           "  --prompt-tokens N    prefill length (default 128)\n"
@@ -45,7 +46,8 @@ static int parse_count(const char *flag, const char *text, uint32_t min, uint32_
 
 static void set_defaults(bench_options *o, bool quick) {
   *o = (bench_options){.json = o->json, .quick = quick, .kernels = true, .e2e = true,
-                       .llama = true, .model_path = o->model_path, .device = o->device};
+                       .llama = true, .model_path = o->model_path, .device = o->device,
+                       .filter = o->filter};
   o->repeats = quick ? 3 : 5;
   o->sample_seconds = quick ? 0.02 : 0.25;
   o->prompt_tokens = quick ? 32 : 128;
@@ -58,6 +60,7 @@ static void set_defaults(bench_options *o, bool quick) {
 static int apply_option(bench_options *o, const char *arg, const char *value) {
   if (!strcmp(arg, "--model")) o->model_path = value;
   else if (!strcmp(arg, "--device")) o->device = value;
+  else if (!strcmp(arg, "--filter")) o->filter = value;
   else if (!strcmp(arg, "--only")) {
     if (strcmp(value, "kernels") && strcmp(value, "e2e")) {
       fprintf(stderr, "asu-bench: --only takes kernels or e2e, got '%s'\n", value);

@@ -150,6 +150,7 @@ static int bench_case(const bench_options *o, asu_device *dev, mem_run *m, const
   double seconds = 0, copy_per_second = 0;
   char shape[40];
   format_shape(&m->z, c->dims, shape, sizeof shape);
+  if (!bench_selected(o, c->name, shape)) return ASU_OK;
   m->op = c->op;
   int rc = bench_median_cmd(o, dev, record_op, m, &seconds, err);
   if (!rc) rc = bench_copy_bandwidth(o, dev, (size_t)(c->bytes / 2), &copy_per_second, err);

@@ -11,6 +11,13 @@
    last over ten times the sample length. */
 enum { MAX_REPEATS_PER_SAMPLE = 4096, LONG_RUN_SAMPLES = 3 };
 
+bool bench_selected(const bench_options *o, const char *name, const char *shape) {
+  if (!o->filter) return true;
+  char row[200];
+  snprintf(row, sizeof row, "%s %s", name, shape);
+  return strstr(row, o->filter) != NULL;
+}
+
 double bench_now(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
