@@ -1,5 +1,6 @@
 /* Causal grouped-query attention with per-query key ranges: forward and backward. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "ops_internal.h"
@@ -27,6 +28,58 @@ static uint32_t attention_local_size(asu_cmd *cmd) {
   const asu_device_info *info = asu_device_get_info(asu_cmd_device(cmd));
   if (!strcmp(info->type_name, "CPU") && info->subgroup_size) return info->subgroup_size;
   return ASU_OPS_LOCAL_SIZE;
+}
+
+/* Picks the build of the attention kernels. "buffer" reads head rows one float at a time from
+   storage buffers; "texel" reads them as texels of 4 floats (shaders/attention_chunks.glsl),
+   which needs head_dim to be a multiple of 4 and buffers with texel views. Devices with narrow
+   subgroups (CPU SIMD lanes) get texels where possible. ASU_ATTENTION_VARIANT=buffer or =texel
+   forces one; a forced texel build fails where it cannot run. Returns false after recording
+   the failure in cmd. */
+static bool use_texels(asu_cmd *cmd, const char *op, uint32_t head_dim, asu_buffer *const *rows,
+                       size_t n_rows, bool *texel) {
+  bool possible = head_dim % 4 == 0;
+  for (size_t i = 0; i < n_rows; i++) possible = possible && asu_buffer_has_texels(rows[i]);
+  const char *forced = getenv("ASU_ATTENTION_VARIANT");
+  if (!forced || !*forced) {
+    *texel = possible && asu_device_get_info(asu_cmd_device(cmd))->subgroup_size < 16;
+    return true;
+  }
+  if (!strcmp(forced, "buffer")) {
+    *texel = false;
+    return true;
+  }
+  if (strcmp(forced, "texel")) {
+    asu_cmd_fail(cmd, ASU_ERR_INVALID, "%s: ASU_ATTENTION_VARIANT is '%s'; expected 'buffer' or "
+                 "'texel'", op, forced);
+    return false;
+  }
+  if (!possible) {
+    asu_cmd_fail(cmd, ASU_ERR_INVALID, "%s: ASU_ATTENTION_VARIANT=texel needs head_dim to be a "
+                 "multiple of 4 and buffers with texel views; unset it to read storage buffers",
+                 op);
+    return false;
+  }
+  *texel = true;
+  return true;
+}
+
+/* The kernel `shader`, or its texel build, whose head-row bindings are texel_bindings. */
+static asu_kernel *attention_kernel(asu_cmd *cmd, const char *shader, bool texel,
+                                    uint32_t texel_bindings, const uint32_t spec[2],
+                                    uint32_t n_buffers) {
+  if (!texel) return asu_ops_kernel(cmd, shader, spec, 2, n_buffers, sizeof(attention_push));
+  char name[64];
+  snprintf(name, sizeof name, "%s_texel", shader);
+  asu_kernel *kernel;
+  asu_error err;
+  int rc = asu_kernel_get_texel(asu_cmd_device(cmd), name, spec, 2, n_buffers, texel_bindings,
+                                sizeof(attention_push), &kernel, &err);
+  if (rc) {
+    asu_cmd_fail(cmd, rc, "%s", err.message);
+    return NULL;
+  }
+  return kernel;
 }
 
 /* Validates the forward arguments, which both passes use, and formats the op name with its
@@ -71,8 +124,12 @@ int asu_op_attention(asu_cmd *cmd, const asu_attention_args *args) {
   char op[160];
   if (!check_attention(cmd, "attention", args, op, sizeof op)) return asu_cmd_status(cmd, NULL);
 
+  asu_buffer *rows[] = {args->q, args->k, args->v};
+  bool texel;
+  if (!use_texels(cmd, op, args->head_dim, rows, 3, &texel)) return asu_cmd_status(cmd, NULL);
   const uint32_t spec[2] = {attention_local_size(cmd), args->head_dim};
-  asu_kernel *kernel = asu_ops_kernel(cmd, "attention_forward", spec, 2, 6, sizeof(attention_push));
+  /* q, k and v are head rows. */
+  asu_kernel *kernel = attention_kernel(cmd, "attention_forward", texel, 0x7, spec, 6);
   if (!kernel) return asu_cmd_status(cmd, NULL);
 
   attention_push push = {args->q_rows, args->kv_rows, args->n_head, args->n_kv_head, args->scale};
@@ -96,11 +153,15 @@ int asu_op_attention_backward(asu_cmd *cmd, const asu_attention_backward_args *a
       !asu_ops_fits(cmd, op, "delta", args->delta, (uint64_t)a->q_rows * a->n_head * 4))
     return asu_cmd_status(cmd, NULL);
 
+  asu_buffer *rows[] = {a->q, a->k, a->v, a->out, args->dout};
+  bool texel;
+  if (!use_texels(cmd, op, a->head_dim, rows, 5, &texel)) return asu_cmd_status(cmd, NULL);
   const uint32_t spec[2] = {attention_local_size(cmd), a->head_dim};
-  asu_kernel *dq_kernel =
-      asu_ops_kernel(cmd, "attention_backward_dq", spec, 2, 9, sizeof(attention_push));
+  /* Head rows: q, k, v, out and dout (bindings 0, 1, 2, 4, 6) for dq; q, k, v and dout
+     (0, 1, 2, 6) for dk and dv. */
+  asu_kernel *dq_kernel = attention_kernel(cmd, "attention_backward_dq", texel, 0x57, spec, 9);
   asu_kernel *dkdv_kernel =
-      asu_ops_kernel(cmd, "attention_backward_dkdv", spec, 2, 10, sizeof(attention_push));
+      attention_kernel(cmd, "attention_backward_dkdv", texel, 0x47, spec, 10);
   if (!dq_kernel || !dkdv_kernel) return asu_cmd_status(cmd, NULL);
 
   attention_push push = {a->q_rows, a->kv_rows, a->n_head, a->n_kv_head, a->scale};

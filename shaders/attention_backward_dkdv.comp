@@ -12,17 +12,18 @@
 layout(constant_id = 0) const uint WG = 64;        // workgroup size
 layout(constant_id = 1) const uint HEAD_DIM = 64;  // floats per head
 layout(local_size_x_id = 0) in;
+#include "attention_chunks.glsl"
 
-layout(set = 0, binding = 0) readonly buffer Q { float q[]; };          // q_rows x n_head x HEAD_DIM
-layout(set = 0, binding = 1) readonly buffer K { float k[]; };          // kv_rows x n_kv_head x HEAD_DIM
-layout(set = 0, binding = 2) readonly buffer V { float v[]; };          // kv_rows x n_kv_head x HEAD_DIM
+HEAD_ROWS(0, q)                                                         // q_rows x n_head x HEAD_DIM
+HEAD_ROWS(1, k)                                                         // kv_rows x n_kv_head x HEAD_DIM
+HEAD_ROWS(2, v)                                                         // kv_rows x n_kv_head x HEAD_DIM
 layout(set = 0, binding = 3) readonly buffer QR { ivec2 q_ranges[]; };  // q_rows x (first, last)
 layout(set = 0, binding = 4) readonly buffer KR { ivec2 k_ranges[]; };  // kv_rows x (first, last)
 layout(set = 0, binding = 5) readonly buffer L { float lse[]; };        // q_rows x n_head
-layout(set = 0, binding = 6) readonly buffer DO { float dout[]; };      // q_rows x n_head x HEAD_DIM
+HEAD_ROWS(6, dout)                                                      // q_rows x n_head x HEAD_DIM
 layout(set = 0, binding = 7) readonly buffer DL { float delta[]; };     // q_rows x n_head
-layout(set = 0, binding = 8) writeonly buffer DK { float dk[]; };       // kv_rows x n_kv_head x HEAD_DIM
-layout(set = 0, binding = 9) writeonly buffer DV { float dv[]; };       // kv_rows x n_kv_head x HEAD_DIM
+layout(set = 0, binding = 8) writeonly buffer DK { VEC dk[]; };         // kv_rows x n_kv_head x HEAD_DIM
+layout(set = 0, binding = 9) writeonly buffer DV { VEC dv[]; };         // kv_rows x n_kv_head x HEAD_DIM
 
 layout(push_constant) uniform Push {
   uint q_rows;
@@ -38,17 +39,17 @@ void main() {
   uint g = idx / pc.kv_rows;
   uint j = idx % pc.kv_rows;
   uint group_size = pc.n_head / pc.n_kv_head;
-  uint kv_base = (j * pc.n_kv_head + g) * HEAD_DIM;
+  uint kv_base = (j * pc.n_kv_head + g) * CHUNKS;
 
-  float k_scaled[HEAD_DIM];
-  float v_j[HEAD_DIM];
-  float dk_j[HEAD_DIM];
-  float dv_j[HEAD_DIM];
-  for (uint d = 0; d < HEAD_DIM; d++) {
-    k_scaled[d] = pc.scale * k[kv_base + d];
-    v_j[d] = v[kv_base + d];
-    dk_j[d] = 0.0;
-    dv_j[d] = 0.0;
+  VEC k_scaled[CHUNKS];
+  VEC v_j[CHUNKS];
+  VEC dk_j[CHUNKS];
+  VEC dv_j[CHUNKS];
+  for (uint c = 0; c < CHUNKS; c++) {
+    k_scaled[c] = pc.scale * k_at(kv_base + c);
+    v_j[c] = v_at(kv_base + c);
+    dk_j[c] = VEC(0.0);
+    dv_j[c] = VEC(0.0);
   }
 
   ivec2 range = k_ranges[j];
@@ -61,23 +62,27 @@ void main() {
     if (int(j) < q_range.x || int(j) > q_range.y) continue;
     for (uint h = g * group_size; h < (g + 1) * group_size; h++) {
       uint row_head = uint(i) * pc.n_head + h;
-      uint q_base = row_head * HEAD_DIM;
+      uint q_base = row_head * CHUNKS;
+      VEC q_i[CHUNKS];
+      VEC dout_i[CHUNKS];
       float s = 0.0;
       float dp = 0.0;
-      for (uint d = 0; d < HEAD_DIM; d++) {
-        s += q[q_base + d] * k_scaled[d];
-        dp += dout[q_base + d] * v_j[d];
+      for (uint c = 0; c < CHUNKS; c++) {
+        q_i[c] = q_at(q_base + c);
+        dout_i[c] = dout_at(q_base + c);
+        s += dot(q_i[c], k_scaled[c]);
+        dp += dot(dout_i[c], v_j[c]);
       }
       float p = exp(s - lse[row_head]);
       float ds = p * (dp - delta[row_head]);
-      for (uint d = 0; d < HEAD_DIM; d++) {
-        dk_j[d] += ds * q[q_base + d];
-        dv_j[d] += p * dout[q_base + d];
+      for (uint c = 0; c < CHUNKS; c++) {
+        dk_j[c] += ds * q_i[c];
+        dv_j[c] += p * dout_i[c];
       }
     }
   }
-  for (uint d = 0; d < HEAD_DIM; d++) {
-    dk[kv_base + d] = pc.scale * dk_j[d];
-    dv[kv_base + d] = dv_j[d];
+  for (uint c = 0; c < CHUNKS; c++) {
+    dk[kv_base + c] = pc.scale * dk_j[c];
+    dv[kv_base + c] = dv_j[c];
   }
 }

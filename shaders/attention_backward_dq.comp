@@ -11,15 +11,16 @@
 layout(constant_id = 0) const uint WG = 64;        // workgroup size
 layout(constant_id = 1) const uint HEAD_DIM = 64;  // floats per head
 layout(local_size_x_id = 0) in;
+#include "attention_chunks.glsl"
 
-layout(set = 0, binding = 0) readonly buffer Q { float q[]; };          // q_rows x n_head x HEAD_DIM
-layout(set = 0, binding = 1) readonly buffer K { float k[]; };          // kv_rows x n_kv_head x HEAD_DIM
-layout(set = 0, binding = 2) readonly buffer V { float v[]; };          // kv_rows x n_kv_head x HEAD_DIM
+HEAD_ROWS(0, q)                                                         // q_rows x n_head x HEAD_DIM
+HEAD_ROWS(1, k)                                                         // kv_rows x n_kv_head x HEAD_DIM
+HEAD_ROWS(2, v)                                                         // kv_rows x n_kv_head x HEAD_DIM
 layout(set = 0, binding = 3) readonly buffer QR { ivec2 q_ranges[]; };  // q_rows x (first, last)
-layout(set = 0, binding = 4) readonly buffer O { float out_[]; };       // q_rows x n_head x HEAD_DIM
+HEAD_ROWS(4, out)                                                       // q_rows x n_head x HEAD_DIM
 layout(set = 0, binding = 5) readonly buffer L { float lse[]; };        // q_rows x n_head
-layout(set = 0, binding = 6) readonly buffer DO { float dout[]; };      // q_rows x n_head x HEAD_DIM
-layout(set = 0, binding = 7) writeonly buffer DQ { float dq[]; };       // q_rows x n_head x HEAD_DIM
+HEAD_ROWS(6, dout)                                                      // q_rows x n_head x HEAD_DIM
+layout(set = 0, binding = 7) writeonly buffer DQ { VEC dq[]; };         // q_rows x n_head x HEAD_DIM
 layout(set = 0, binding = 8) writeonly buffer DL { float delta[]; };    // q_rows x n_head
 
 layout(push_constant) uniform Push {
@@ -37,17 +38,17 @@ void main() {
   uint i = idx % pc.q_rows;
   uint kv_head = h / (pc.n_head / pc.n_kv_head);
   uint row_head = i * pc.n_head + h;
-  uint q_base = row_head * HEAD_DIM;
+  uint q_base = row_head * CHUNKS;
 
-  float q_scaled[HEAD_DIM];
-  float dout_i[HEAD_DIM];
-  float dq_i[HEAD_DIM];
+  VEC q_scaled[CHUNKS];
+  VEC dout_i[CHUNKS];
+  VEC dq_i[CHUNKS];
   float delta_i = 0.0;
-  for (uint d = 0; d < HEAD_DIM; d++) {
-    q_scaled[d] = pc.scale * q[q_base + d];
-    dout_i[d] = dout[q_base + d];
-    dq_i[d] = 0.0;
-    delta_i += dout_i[d] * out_[q_base + d];
+  for (uint c = 0; c < CHUNKS; c++) {
+    q_scaled[c] = pc.scale * q_at(q_base + c);
+    dout_i[c] = dout_at(q_base + c);
+    dq_i[c] = VEC(0.0);
+    delta_i += dot(dout_i[c], out_at(q_base + c));
   }
   delta[row_head] = delta_i;
 
@@ -56,15 +57,17 @@ void main() {
   int last = min(range.y, int(pc.kv_rows) - 1);
   float lse_i = lse[row_head];
   for (int j = first; j <= last; j++) {
-    uint kv_base = (uint(j) * pc.n_kv_head + kv_head) * HEAD_DIM;
+    uint kv_base = (uint(j) * pc.n_kv_head + kv_head) * CHUNKS;
+    VEC k_j[CHUNKS];
     float s = 0.0;
     float dp = 0.0;
-    for (uint d = 0; d < HEAD_DIM; d++) {
-      s += q_scaled[d] * k[kv_base + d];
-      dp += dout_i[d] * v[kv_base + d];
+    for (uint c = 0; c < CHUNKS; c++) {
+      k_j[c] = k_at(kv_base + c);
+      s += dot(q_scaled[c], k_j[c]);
+      dp += dot(dout_i[c], v_at(kv_base + c));
     }
     float ds = exp(s - lse_i) * (dp - delta_i);
-    for (uint d = 0; d < HEAD_DIM; d++) dq_i[d] += ds * k[kv_base + d];
+    for (uint c = 0; c < CHUNKS; c++) dq_i[c] += ds * k_j[c];
   }
-  for (uint d = 0; d < HEAD_DIM; d++) dq[q_base + d] = pc.scale * dq_i[d];
+  for (uint c = 0; c < CHUNKS; c++) dq[q_base + c] = pc.scale * dq_i[c];
 }

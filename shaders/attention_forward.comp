@@ -11,12 +11,13 @@
 layout(constant_id = 0) const uint WG = 64;        // workgroup size
 layout(constant_id = 1) const uint HEAD_DIM = 64;  // floats per head
 layout(local_size_x_id = 0) in;
+#include "attention_chunks.glsl"
 
-layout(set = 0, binding = 0) readonly buffer Q { float q[]; };          // q_rows x n_head x HEAD_DIM
-layout(set = 0, binding = 1) readonly buffer K { float k[]; };          // kv_rows x n_kv_head x HEAD_DIM
-layout(set = 0, binding = 2) readonly buffer V { float v[]; };          // kv_rows x n_kv_head x HEAD_DIM
+HEAD_ROWS(0, q)                                                         // q_rows x n_head x HEAD_DIM
+HEAD_ROWS(1, k)                                                         // kv_rows x n_kv_head x HEAD_DIM
+HEAD_ROWS(2, v)                                                         // kv_rows x n_kv_head x HEAD_DIM
 layout(set = 0, binding = 3) readonly buffer QR { ivec2 q_ranges[]; };  // q_rows x (first, last)
-layout(set = 0, binding = 4) writeonly buffer O { float out_[]; };      // q_rows x n_head x HEAD_DIM
+layout(set = 0, binding = 4) writeonly buffer O { VEC out_[]; };        // q_rows x n_head x HEAD_DIM
 layout(set = 0, binding = 5) writeonly buffer L { float lse[]; };       // q_rows x n_head
 
 layout(push_constant) uniform Push {
@@ -41,33 +42,33 @@ void main() {
   int first = max(range.x, 0);
   int last = min(range.y, int(pc.kv_rows) - 1);
 
-  uint q_base = (i * pc.n_head + h) * HEAD_DIM;
-  float q_scaled[HEAD_DIM];
-  float acc[HEAD_DIM];
-  for (uint d = 0; d < HEAD_DIM; d++) {
-    q_scaled[d] = pc.scale * q[q_base + d];
-    acc[d] = 0.0;
+  uint q_base = (i * pc.n_head + h) * CHUNKS;
+  VEC q_scaled[CHUNKS];
+  VEC acc[CHUNKS];
+  for (uint c = 0; c < CHUNKS; c++) {
+    q_scaled[c] = pc.scale * q_at(q_base + c);
+    acc[c] = VEC(0.0);
   }
 
   float m = NEG_INF;  // max score so far
   float l = 0.0;      // sum of exp(s - m) so far
   for (int j = first; j <= last; j++) {
-    uint kv_base = (uint(j) * pc.n_kv_head + kv_head) * HEAD_DIM;
+    uint kv_base = (uint(j) * pc.n_kv_head + kv_head) * CHUNKS;
     float s = 0.0;
-    for (uint d = 0; d < HEAD_DIM; d++) s += q_scaled[d] * k[kv_base + d];
+    for (uint c = 0; c < CHUNKS; c++) s += dot(q_scaled[c], k_at(kv_base + c));
     if (s > m) {
       // A new max: rescale what was summed against the old one.
       float correction = exp(m - s);
       l *= correction;
-      for (uint d = 0; d < HEAD_DIM; d++) acc[d] *= correction;
+      for (uint c = 0; c < CHUNKS; c++) acc[c] *= correction;
       m = s;
     }
     float p = exp(s - m);
     l += p;
-    for (uint d = 0; d < HEAD_DIM; d++) acc[d] += p * v[kv_base + d];
+    for (uint c = 0; c < CHUNKS; c++) acc[c] += p * v_at(kv_base + c);
   }
 
   float inv_l = l > 0.0 ? 1.0 / l : 0.0;
-  for (uint d = 0; d < HEAD_DIM; d++) out_[q_base + d] = acc[d] * inv_l;
+  for (uint c = 0; c < CHUNKS; c++) out_[q_base + c] = acc[c] * inv_l;
   lse[i * pc.n_head + h] = l > 0.0 ? m + log(l) : NEG_INF;
 }

@@ -1,7 +1,9 @@
 /* Attention forward and backward against a double-precision C reference, and the backward
    against central finite differences of that reference. Covers single causal sequences, packed
    sequences, KV-cache decoding, arbitrary ranges (empty, out of bounds, gaps) and temperatures
-   tau 1 and 3, at head_dim 8 (the shared model), 64, 128 and the maximum 256. */
+   tau 1 and 3, at head_dim 8 (the shared model), 64, 128 and the maximum 256, and 6, which the
+   texel build cannot read. Both builds run: texels where this device picks them, storage
+   buffers when forced. */
 #include "kernel_check.h"
 
 enum range_kind {
@@ -41,6 +43,8 @@ static const attention_case cases[] = {
     {"kv cache 33 of 129 head_dim 128", RANGES_KV_CACHE, 33, 129, 2, 1, 128, 1.0, {0}, FD_SAMPLED},
     {"random ranges head_dim 128", RANGES_RANDOM, 17, 23, 2, 1, 128, 3.0, {0}, FD_SAMPLED},
     {"causal 9 head_dim 256", RANGES_CAUSAL, 9, 9, 2, 2, 256, 1.0, {0}, FD_SAMPLED},
+    /* Not a multiple of 4: the texel build cannot read it, so storage buffers are used. */
+    {"causal 19 head_dim 6", RANGES_CAUSAL, 19, 19, 2, 1, 6, 3.0, {0}, FD_FULL},
     {"causal 2048 shared model", RANGES_CAUSAL, 2048, 2048, 8, 4, 8, 1.0, {0}, FD_DIRECTIONAL},
 };
 
@@ -448,6 +452,16 @@ static void test_invalid_arguments(asu_device *dev) {
   a.k_ranges = NULL;
   expect_invalid(dev, "missing k_ranges", &a, true, "k_ranges");
 
+  /* A forced texel build refuses head rows it cannot read 4 floats at a time. */
+  setenv("ASU_ATTENTION_VARIANT", "texel", 1);
+  a = args;
+  a.fwd.head_dim = 6;
+  expect_invalid(dev, "texel head_dim 6", &a, false, "multiple of 4");
+  expect_invalid(dev, "texel backward head_dim 6", &a, true, "multiple of 4");
+  setenv("ASU_ATTENTION_VARIANT", "fastest", 1);
+  expect_invalid(dev, "unknown variant", &args, false, "ASU_ATTENTION_VARIANT");
+  unsetenv("ASU_ATTENTION_VARIANT");
+
   /* No query rows: nothing to do. */
   a = args;
   a.fwd.q_rows = 0;
@@ -478,13 +492,21 @@ int main(void) {
   }
   test_invalid_arguments(dev);
 
-  /* The same cases with GPU workgroup sizes, against the reference only. */
+  /* The same cases with GPU workgroup sizes, against the reference only, then reading storage
+     buffers where this device would read texels. */
   use_gpu_workgroup_sizes(dev);
   for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
     if (only && !strstr(cases[c].name, only)) continue;
     kc_seed(1000 + c);
     test_case(dev, &cases[c], false);
   }
+  setenv("ASU_ATTENTION_VARIANT", "buffer", 1);
+  for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+    if (only && !strstr(cases[c].name, only)) continue;
+    kc_seed(1000 + c);
+    test_case(dev, &cases[c], false);
+  }
+  unsetenv("ASU_ATTENTION_VARIANT");
   asu_device_destroy(dev);
   return kc_finish();
 }
