@@ -43,13 +43,22 @@ int asu_device_create(const char *selector, asu_device **out, asu_error *err);
 void asu_device_destroy(asu_device *dev);
 const asu_device_info *asu_device_get_info(const asu_device *dev);
 
+/* What a buffer's elements are: 32-bit floats (and other 32-bit words), or 16-bit floats that
+   kernels read through texel buffers and widen to 32 bits. */
+typedef enum asu_element { ASU_ELEMENT_F32, ASU_ELEMENT_F16 } asu_element;
+
 /* Buffers live in device-local memory. Uploads and downloads go through a staging buffer unless
    the memory is host-visible. Sizes are in bytes. */
 int asu_buffer_create(asu_device *dev, size_t bytes, asu_buffer **out, asu_error *err);
+/* A buffer whose texel view (asu_buffer_has_texels) reads 4 elements of type `element` a texel;
+   asu_buffer_create makes F32 buffers. */
+int asu_buffer_create_elements(asu_device *dev, size_t bytes, asu_element element,
+                               asu_buffer **out, asu_error *err);
+asu_element asu_buffer_element(const asu_buffer *buf);
 void asu_buffer_destroy(asu_buffer *buf);
 size_t asu_buffer_size(const asu_buffer *buf);
-/* Whether kernels can read buf as a uniform texel buffer of 4-float texels (a view of the whole
-   buffer, which the device's texel limit may not allow). */
+/* Whether kernels can read buf as a uniform texel buffer of texels of 4 elements (a view of
+   the whole buffer, which the device's texel limit may not allow). A shader reads them as vec4. */
 bool asu_buffer_has_texels(const asu_buffer *buf);
 int asu_buffer_upload(asu_buffer *buf, size_t offset, const void *src, size_t bytes, asu_error *err);
 int asu_buffer_download(const asu_buffer *buf, size_t offset, void *dst, size_t bytes, asu_error *err);

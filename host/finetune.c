@@ -117,7 +117,9 @@ int asu_finetune(asu_model *m, const asu_finetune_config *cfg, const asu_dataset
   if (!data || data->count == 0)
     return asu_error_set(err, ASU_ERR_INVALID, "the fine-tuning data set is empty");
   finetune_run r = {.m = m};
-  int rc = asu_token_set_add(m, cfg->prompt_template, data, &r.tokens, err);
+  /* Training updates every weight in place, in F32. */
+  int rc = asu_model_widen_weights(m, err);
+  if (!rc) rc = asu_token_set_add(m, cfg->prompt_template, data, &r.tokens, err);
   if (!rc) rc = asu_batch_create(m, r.tokens.items, r.tokens.count, &r.batch, err);
   if (!rc) rc = prepare(&r, cfg, err);
   asu_progress p = {.total_steps = cfg->steps, .forget = NAN, .heldout_nll = NAN};
@@ -136,13 +138,6 @@ int asu_finetune(asu_model *m, const asu_finetune_config *cfg, const asu_dataset
   }
   run_free(&r);
   return rc;
-}
-
-static int download_weight(const asu_weight *w, float **out, asu_error *err) {
-  size_t n = (size_t)w->rows * w->cols;
-  *out = malloc(n * sizeof **out);
-  if (!*out) return asu_error_set(err, ASU_ERR_NOMEM, "out of memory");
-  return asu_buffer_download(w->buf, 0, *out, n * sizeof(float), err);
 }
 
 static void describe(const asu_weight *w, const float *data, asu_gguf_out_tensor *t) {
@@ -166,7 +161,7 @@ int asu_model_save(const asu_model *m, const char *path, asu_error *err) {
       for (int w = 0; w < ASU_W_PER_LAYER; w++) weights[n++] = &m->layers[l][w];
   }
   for (size_t i = 0; i < n && !rc; i++) {
-    rc = download_weight(weights[i], &data[i], err);
+    rc = asu_weight_download(weights[i], &data[i], err);
     if (!rc) describe(weights[i], data[i], &tensors[i]);
   }
   if (!rc) rc = asu_gguf_write(path, m->gguf, tensors, n, err);

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "asu_log.h"
+#include "gguf_internal.h"
 #include "model_internal.h"
 
 static const char *const layer_weight_names[ASU_W_PER_LAYER] = {
@@ -62,7 +63,40 @@ static int read_config(const asu_gguf *g, asu_model_config *c, asu_error *err) {
   return ASU_OK;
 }
 
-/* Uploads tensor `name` after checking it has rows x cols elements (GGUF dims cols, rows). */
+/* Whether an F16 matrix of `cols` columns stays F16 on the device. Only the texel kernels read
+   F16 elements, so the device must give buffers texel views, and rows must start at multiples of
+   4 elements. They also need narrow subgroups (CPU SIMD lanes), where the texel matrix product is
+   the fastest kernel; ASU_WEIGHTS=f32 widens every weight on load instead.
+   NOTE: GPUs widen F16 weights to F32, since their shared-memory matrix product reads F32 only. */
+static bool keeps_f16(const asu_model *m, uint32_t cols) {
+  const char *forced = getenv("ASU_WEIGHTS");
+  if (forced && !strcmp(forced, "f32")) return false;
+  const asu_device_info *info = asu_device_get_info(m->dev);
+  return info->max_texel_buffer_elements > 0 && info->subgroup_size < 16 && cols % 4 == 0;
+}
+
+/* Uploads the F16 elements of t as they are, into an F16 buffer. */
+static int upload_f16(asu_model *m, const asu_gguf_tensor *t, asu_weight *w, asu_error *err) {
+  size_t bytes = (size_t)t->n_elements * sizeof(uint16_t);
+  int rc = asu_buffer_create_elements(m->dev, bytes, ASU_ELEMENT_F16, &w->buf, err);
+  if (!rc) rc = asu_buffer_upload(w->buf, 0, t->data, bytes, err);
+  return rc;
+}
+
+/* Converts t to F32 and uploads it into a new buffer. */
+static int upload_f32(asu_model *m, const asu_gguf_tensor *t, asu_weight *w, asu_error *err) {
+  size_t n = (size_t)t->n_elements;
+  float *data = malloc(n * sizeof *data);
+  if (!data) return asu_error_set(err, ASU_ERR_NOMEM, "out of memory");
+  int rc = asu_gguf_tensor_to_f32(t, data, n, err);
+  if (!rc) rc = asu_buffer_create(m->dev, n * sizeof(float), &w->buf, err);
+  if (!rc) rc = asu_buffer_upload(w->buf, 0, data, n * sizeof(float), err);
+  free(data);
+  return rc;
+}
+
+/* Uploads tensor `name` after checking it has rows x cols elements (GGUF dims cols, rows). F16
+   matrices stay F16 where the device reads them that way (keeps_f16); other tensors become F32. */
 static int load_weight(asu_model *m, const char *name, uint32_t rows, uint32_t cols,
                        asu_weight *w, asu_error *err) {
   const asu_gguf_tensor *t = asu_gguf_find_tensor(m->gguf, name);
@@ -75,18 +109,46 @@ static int load_weight(asu_model *m, const char *name, uint32_t rows, uint32_t c
                          "tensor '%s' has shape (%llu, %llu); expected (%u, %u) innermost first",
                          name, (unsigned long long)t->dims[0],
                          (unsigned long long)(t->n_dims > 1 ? t->dims[1] : 1), cols, rows);
-  size_t n = (size_t)rows * cols;
-  float *data = malloc(n * sizeof *data);
-  if (!data) return asu_error_set(err, ASU_ERR_NOMEM, "out of memory reading '%s'", name);
-  int rc = asu_gguf_tensor_to_f32(t, data, n, err);
-  if (!rc) rc = asu_buffer_create(m->dev, n * sizeof(float), &w->buf, err);
-  if (!rc) rc = asu_buffer_upload(w->buf, 0, data, n * sizeof(float), err);
-  free(data);
+  bool f16 = t->type == ASU_TENSOR_F16 && rows > 1 && keeps_f16(m, cols);
+  int rc = f16 ? upload_f16(m, t, w, err) : upload_f32(m, t, w, err);
   if (rc) return asu_error_wrap(err, "tensor '%s': ", name);
   snprintf(w->name, sizeof w->name, "%s", name);
   w->rows = rows;
   w->cols = cols;
   return ASU_OK;
+}
+
+int asu_model_widen_weights(asu_model *m, asu_error *err) {
+  asu_weight *weights[3 + 256 * ASU_W_PER_LAYER];
+  size_t n = 0;
+  weights[n++] = &m->tok_embd;
+  if (!m->tied_output) weights[n++] = &m->output;
+  for (uint32_t l = 0; l < m->cfg.n_layers; l++)
+    for (int w = 0; w < ASU_W_PER_LAYER; w++) weights[n++] = &m->layers[l][w];
+  for (size_t i = 0; i < n; i++) {
+    asu_weight *w = weights[i];
+    if (asu_buffer_element(w->buf) != ASU_ELEMENT_F16) continue;
+    asu_weight wide = *w;
+    int rc = upload_f32(m, asu_gguf_find_tensor(m->gguf, w->name), &wide, err);
+    if (rc) return asu_error_wrap(err, "widening tensor '%s': ", w->name);
+    asu_buffer_destroy(w->buf);
+    w->buf = wide.buf;
+  }
+  if (m->tied_output) m->output = m->tok_embd;
+  return ASU_OK;
+}
+
+int asu_weight_download(const asu_weight *w, float **out, asu_error *err) {
+  size_t n = (size_t)w->rows * w->cols;
+  bool f16 = asu_buffer_element(w->buf) == ASU_ELEMENT_F16;
+  *out = malloc(n * sizeof **out);
+  uint16_t *halves = f16 ? malloc(n * sizeof *halves) : NULL;
+  int rc = *out && (!f16 || halves) ? ASU_OK : asu_error_set(err, ASU_ERR_NOMEM, "out of memory");
+  if (!rc && f16) rc = asu_buffer_download(w->buf, 0, halves, n * sizeof *halves, err);
+  if (!rc && !f16) rc = asu_buffer_download(w->buf, 0, *out, n * sizeof **out, err);
+  for (size_t i = 0; !rc && f16 && i < n; i++) (*out)[i] = asu_f16_to_f32(halves[i]);
+  free(halves);
+  return rc;
 }
 
 static void layer_weight_shape(const asu_model_config *c, enum asu_layer_weight w,
@@ -145,9 +207,11 @@ int asu_model_load(const char *gguf_path, const char *device_selector, asu_model
     return rc;
   }
   const asu_model_config *c = &m->cfg;
+  bool f16 = asu_buffer_element(m->layers[0][ASU_W_Q].buf) == ASU_ELEMENT_F16;
   asu_log_info("model %s: %u layers, width %u, %u heads (%u key/value heads) of %u, ffn %u, "
-               "vocab %u, context %u", gguf_path, c->n_layers, c->dim, c->n_head, c->n_kv_head,
-               c->head_dim, c->ffn_dim, c->vocab, c->context_length);
+               "vocab %u, context %u, matrices %s on the device", gguf_path, c->n_layers, c->dim,
+               c->n_head, c->n_kv_head, c->head_dim, c->ffn_dim, c->vocab, c->context_length,
+               f16 ? "F16" : "F32");
   *out = m;
   return ASU_OK;
 }

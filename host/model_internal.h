@@ -25,6 +25,12 @@ typedef struct asu_weight {
   uint32_t rows, cols;
 } asu_weight;
 
+/* Replaces the model's F16 weight buffers with F32 ones read again from its file, for training
+   every weight. */
+int asu_model_widen_weights(asu_model *m, asu_error *err);
+/* Downloads a weight as F32 (widening F16) into a new array that the caller frees. */
+int asu_weight_download(const asu_weight *w, float **out, asu_error *err);
+
 struct asu_model {
   char *path;
   asu_device *dev;

@@ -71,15 +71,8 @@ static asu_kernel *attention_kernel(asu_cmd *cmd, const char *shader, bool texel
   if (!texel) return asu_ops_kernel(cmd, shader, spec, 2, n_buffers, sizeof(attention_push));
   char name[64];
   snprintf(name, sizeof name, "%s_texel", shader);
-  asu_kernel *kernel;
-  asu_error err;
-  int rc = asu_kernel_get_texel(asu_cmd_device(cmd), name, spec, 2, n_buffers, texel_bindings,
-                                sizeof(attention_push), &kernel, &err);
-  if (rc) {
-    asu_cmd_fail(cmd, rc, "%s", err.message);
-    return NULL;
-  }
-  return kernel;
+  return asu_ops_kernel_texel(cmd, name, spec, 2, n_buffers, texel_bindings,
+                              sizeof(attention_push));
 }
 
 /* Validates the forward arguments, which both passes use, and formats the op name with its

@@ -14,15 +14,26 @@ int asu_op_embedding(asu_cmd *cmd, asu_buffer *table, asu_buffer *ids, asu_buffe
                      uint32_t rows, uint32_t vocab, uint32_t dim) {
   char op[96];
   snprintf(op, sizeof op, "embedding (rows %u, vocab %u, dim %u)", rows, vocab, dim);
-  if (!asu_ops_fits(cmd, op, "table", table, (uint64_t)vocab * dim * sizeof(float)) ||
+  bool f16 = table && asu_buffer_element(table) == ASU_ELEMENT_F16;
+  if (!asu_ops_fits(cmd, op, "table", table, (uint64_t)vocab * dim * (f16 ? 2 : 4)) ||
       !asu_ops_fits(cmd, op, "ids", ids, (uint64_t)rows * sizeof(int32_t)) ||
       !asu_ops_fits(cmd, op, "out", out, (uint64_t)rows * dim * sizeof(float)))
     return asu_cmd_status(cmd, NULL);
   if (rows == 0 || dim == 0) return asu_cmd_status(cmd, NULL);
 
+  /* The texel build widens an F16 table, and on devices with narrow subgroups (CPU SIMD lanes)
+     it gathers rows faster than storage-buffer loads. */
+  bool narrow = asu_device_get_info(asu_cmd_device(cmd))->subgroup_size < 16;
+  bool texel = asu_buffer_has_texels(table) && (f16 || narrow);
+  if (f16 && !texel) {
+    asu_cmd_fail(cmd, ASU_ERR_INVALID, "%s: the F16 table has no texel view to read it through",
+                 op);
+    return ASU_ERR_INVALID;
+  }
   uint32_t local_size = ASU_OPS_LOCAL_SIZE;
-  asu_kernel *kernel =
-      asu_ops_kernel(cmd, "embedding_forward", &local_size, 1, 3, sizeof(embedding_push));
+  asu_kernel *kernel = asu_ops_kernel_texel(cmd, texel ? "embedding_forward_texel" : "embedding_forward",
+                                            &local_size, 1, 3, texel ? 0x1 : 0,
+                                            sizeof(embedding_push));
   if (!kernel) return asu_cmd_status(cmd, NULL);
   embedding_push push = {rows, vocab, dim};
   asu_buffer *buffers[] = {table, ids, out};

@@ -89,11 +89,13 @@ static int choose_variant(asu_cmd *cmd, gemm_variant *variant) {
   return ASU_OK;
 }
 
-/* Bytes that a stored rows x cols matrix with row stride ld, starting at element `offset`, spans;
-   0 when it is empty (the kernel then reads nothing). */
-static uint64_t matrix_bytes(uint32_t offset, uint32_t rows, uint32_t cols, uint32_t ld) {
+/* Bytes that a stored rows x cols matrix of buf's elements with row stride ld, starting at
+   element `offset`, spans; 0 when it is empty (the kernel then reads nothing). */
+static uint64_t matrix_bytes(const asu_buffer *buf, uint32_t offset, uint32_t rows, uint32_t cols,
+                             uint32_t ld) {
   if (rows == 0 || cols == 0) return 0;
-  return ((uint64_t)offset + (uint64_t)(rows - 1) * ld + cols) * sizeof(float);
+  uint64_t element = buf && asu_buffer_element(buf) == ASU_ELEMENT_F16 ? 2 : 4;
+  return ((uint64_t)offset + (uint64_t)(rows - 1) * ld + cols) * element;
 }
 
 static int check_args(asu_cmd *cmd, const asu_gemm_args *g) {
@@ -108,10 +110,14 @@ static int check_args(asu_cmd *cmd, const asu_gemm_args *g) {
                  a_cols, b_cols, g->n);
     return ASU_ERR_INVALID;
   }
-  if (!asu_ops_fits(cmd, op, "A", g->a, matrix_bytes(g->a_offset, a_rows, a_cols, g->lda)) ||
-      !asu_ops_fits(cmd, op, "B", g->b, matrix_bytes(g->b_offset, b_rows, b_cols, g->ldb)) ||
-      !asu_ops_fits(cmd, op, "C", g->c, matrix_bytes(g->c_offset, g->m, g->n, g->ldc)))
+  if (!asu_ops_fits(cmd, op, "A", g->a, matrix_bytes(g->a, g->a_offset, a_rows, a_cols, g->lda)) ||
+      !asu_ops_fits(cmd, op, "B", g->b, matrix_bytes(g->b, g->b_offset, b_rows, b_cols, g->ldb)) ||
+      !asu_ops_fits(cmd, op, "C", g->c, matrix_bytes(g->c, g->c_offset, g->m, g->n, g->ldc)))
     return ASU_ERR_INVALID;
+  if (asu_buffer_element(g->c) != ASU_ELEMENT_F32) {
+    asu_cmd_fail(cmd, ASU_ERR_INVALID, "%s: C must hold F32 elements", op);
+    return ASU_ERR_INVALID;
+  }
   return ASU_OK;
 }
 
@@ -129,6 +135,33 @@ static gemm_problem transposed_problem(const asu_gemm_args *a) {
   t.g.a = a->b, t.g.lda = a->ldb, t.g.a_offset = a->b_offset, t.g.trans_a = !a->trans_b;
   t.g.b = a->a, t.g.ldb = a->lda, t.g.b_offset = a->a_offset, t.g.trans_b = !a->trans_a;
   return t;
+}
+
+/* Settles the variant for one product. Only the texel variant reads F16 operands, so they take
+   it on any device. A texel variant chosen by default falls back to the register variant where
+   it cannot read the operands; a forced one, or one that F16 operands need, fails instead. */
+static int settle_variant(asu_cmd *cmd, const asu_gemm_args *g, gemm_variant *variant) {
+  bool f16 = asu_buffer_element(g->a) == ASU_ELEMENT_F16 ||
+             asu_buffer_element(g->b) == ASU_ELEMENT_F16;
+  const char *forced = getenv("ASU_GEMM_VARIANT");
+  bool is_forced = forced && *forced;
+  if (f16 && is_forced && *variant != GEMM_TEXEL) {
+    asu_cmd_fail(cmd, ASU_ERR_INVALID, "gemm: A or B holds F16 elements, which only the texel "
+                 "variant reads, but ASU_GEMM_VARIANT is '%s'; unset it", forced);
+    return ASU_ERR_INVALID;
+  }
+  if (f16) *variant = GEMM_TEXEL;
+  if (*variant != GEMM_TEXEL || can_read_texels(g)) return ASU_OK;
+  if (f16 || is_forced) {
+    asu_cmd_fail(cmd, ASU_ERR_INVALID,
+                 "gemm: the texel variant (%s) needs offsets and leading dimensions in "
+                 "multiples of 4 and buffers with texel views (lda %u, ldb %u, offsets %u, %u)%s",
+                 f16 ? "F16 operands" : "ASU_GEMM_VARIANT=texel", g->lda, g->ldb, g->a_offset,
+                 g->b_offset, f16 ? "" : "; unset ASU_GEMM_VARIANT to use the register variant");
+    return ASU_ERR_INVALID;
+  }
+  *variant = GEMM_REGISTER;
+  return ASU_OK;
 }
 
 /* The kernel for a variant and problem, and the tile of C that one workgroup computes. */
@@ -153,15 +186,7 @@ static asu_kernel *variant_kernel(asu_cmd *cmd, gemm_variant variant, const asu_
   if (args->trans_a && tm < 4) tm = 4;
   *tile_m = tm, *tile_n = subgroup * TEXEL_TN;
   uint32_t spec[] = {subgroup, tm, TEXEL_TN, args->trans_a, args->trans_b};
-  asu_kernel *kernel;
-  asu_error err;
-  int rc = asu_kernel_get_texel(asu_cmd_device(cmd), "gemm_texel", spec, 5, 3, 0x3,
-                                sizeof(gemm_push), &kernel, &err);
-  if (rc) {
-    asu_cmd_fail(cmd, rc, "%s", err.message);
-    return NULL;
-  }
-  return kernel;
+  return asu_ops_kernel_texel(cmd, "gemm_texel", spec, 5, 3, 0x3, sizeof(gemm_push));
 }
 
 int asu_op_gemm(asu_cmd *cmd, const asu_gemm_args *checked) {
@@ -172,24 +197,15 @@ int asu_op_gemm(asu_cmd *cmd, const asu_gemm_args *checked) {
   rc = choose_variant(cmd, &variant);
   if (rc) return rc;
 
+  rc = settle_variant(cmd, checked, &variant);
+  if (rc) return rc;
+
   const asu_device_info *info = asu_device_get_info(asu_cmd_device(cmd));
   uint32_t subgroup = info->subgroup_size ? info->subgroup_size : 8;
   gemm_problem problem = {.g = *checked, .c_row_step = checked->ldc, .c_col_step = 1};
   if (variant != GEMM_TILED && checked->n < subgroup * REGISTER_TN && checked->m > checked->n)
     problem = transposed_problem(checked);
   const asu_gemm_args *args = &problem.g;
-  if (variant == GEMM_TEXEL && !can_read_texels(args)) {
-    const char *forced = getenv("ASU_GEMM_VARIANT");
-    if (forced && !strcmp(forced, "texel")) {
-      asu_cmd_fail(cmd, ASU_ERR_INVALID,
-                   "gemm: ASU_GEMM_VARIANT=texel needs offsets and leading dimensions in "
-                   "multiples of 4 and buffers with texel views (lda %u, ldb %u, offsets %u, %u); "
-                   "unset it to let the product use the register variant",
-                   checked->lda, checked->ldb, checked->a_offset, checked->b_offset);
-      return asu_cmd_status(cmd, NULL);
-    }
-    variant = GEMM_REGISTER;
-  }
 
   uint32_t tile_m, tile_n;
   asu_kernel *kernel = variant_kernel(cmd, variant, args, subgroup, &tile_m, &tile_n);

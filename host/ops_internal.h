@@ -37,19 +37,28 @@ static inline bool asu_ops_fits(asu_cmd *cmd, const char *op, const char *name,
   return true;
 }
 
-/* Returns the kernel for `shader`, or NULL after recording the failure in cmd. */
-static inline asu_kernel *asu_ops_kernel(asu_cmd *cmd, const char *shader, const uint32_t *spec,
-                                         uint32_t n_spec, uint32_t n_buffers,
-                                         uint32_t push_bytes) {
+/* Returns the kernel for `shader` with the bindings in texel_bindings read as texel buffers
+   (asu_kernel_get_texel), or NULL after recording the failure in cmd. */
+static inline asu_kernel *asu_ops_kernel_texel(asu_cmd *cmd, const char *shader,
+                                               const uint32_t *spec, uint32_t n_spec,
+                                               uint32_t n_buffers, uint32_t texel_bindings,
+                                               uint32_t push_bytes) {
   asu_kernel *kernel;
   asu_error err;
-  int rc = asu_kernel_get(asu_cmd_device(cmd), shader, spec, n_spec, n_buffers, push_bytes,
-                          &kernel, &err);
+  int rc = asu_kernel_get_texel(asu_cmd_device(cmd), shader, spec, n_spec, n_buffers,
+                                texel_bindings, push_bytes, &kernel, &err);
   if (rc) {
     asu_cmd_fail(cmd, rc, "%s", err.message);
     return NULL;
   }
   return kernel;
+}
+
+/* Returns the kernel for `shader`, or NULL after recording the failure in cmd. */
+static inline asu_kernel *asu_ops_kernel(asu_cmd *cmd, const char *shader, const uint32_t *spec,
+                                         uint32_t n_spec, uint32_t n_buffers,
+                                         uint32_t push_bytes) {
+  return asu_ops_kernel_texel(cmd, shader, spec, n_spec, n_buffers, 0, push_bytes);
 }
 
 /* Dispatches enough workgroups of local_size invocations to cover n items, spread over a 2D grid

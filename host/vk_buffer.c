@@ -71,17 +71,19 @@ static int create_with_type(asu_device *dev, size_t bytes, uint32_t memory_type,
   return ASU_OK;
 }
 
-/* Gives buf a view as texels of 4 floats when the device can address that many texels; kernels
-   that read through texel buffers fall back to storage-buffer loads otherwise. */
+/* Gives buf a view as texels of 4 elements when the device can address that many texels;
+   kernels that read through texel buffers fall back to storage-buffer loads otherwise. */
 static int create_texel_view(asu_buffer *buf, asu_error *err) {
-  VkDeviceSize texels = (buf->size + 15) / 16;
+  VkDeviceSize texel_bytes = buf->element == ASU_ELEMENT_F16 ? 8 : 16;
+  VkDeviceSize texels = (buf->size + texel_bytes - 1) / texel_bytes;
   if (texels > buf->dev->info.max_texel_buffer_elements) return ASU_OK;
   VkBufferViewCreateInfo info = {
       .sType = VK_STRUCTURE_TYPE_BUFFER_VIEW_CREATE_INFO,
       .buffer = buf->buffer,
-      .format = VK_FORMAT_R32G32B32A32_SFLOAT,
+      .format = buf->element == ASU_ELEMENT_F16 ? VK_FORMAT_R16G16B16A16_SFLOAT
+                                                : VK_FORMAT_R32G32B32A32_SFLOAT,
       .offset = 0,
-      .range = texels * 16,
+      .range = texels * texel_bytes,
   };
   VkResult r = vkCreateBufferView(buf->dev->device, &info, NULL, &buf->texels);
   if (r != VK_SUCCESS) return asu_vk_fail(err, r, "vkCreateBufferView");
@@ -89,8 +91,16 @@ static int create_texel_view(asu_buffer *buf, asu_error *err) {
 }
 
 int asu_buffer_create(asu_device *dev, size_t bytes, asu_buffer **out, asu_error *err) {
+  return asu_buffer_create_elements(dev, bytes, ASU_ELEMENT_F32, out, err);
+}
+
+int asu_buffer_create_elements(asu_device *dev, size_t bytes, asu_element element,
+                               asu_buffer **out, asu_error *err) {
   int rc = create_with_type(dev, bytes, dev->device_local_type, dev->info.unified_memory, out, err);
-  if (!rc) rc = create_texel_view(*out, err);
+  if (!rc) {
+    (*out)->element = element;
+    rc = create_texel_view(*out, err);
+  }
   if (rc && *out) {
     asu_buffer_destroy(*out);
     *out = NULL;
@@ -99,6 +109,8 @@ int asu_buffer_create(asu_device *dev, size_t bytes, asu_buffer **out, asu_error
 }
 
 bool asu_buffer_has_texels(const asu_buffer *buf) { return buf->texels != VK_NULL_HANDLE; }
+
+asu_element asu_buffer_element(const asu_buffer *buf) { return buf->element; }
 
 void asu_buffer_destroy(asu_buffer *buf) {
   if (!buf) return;

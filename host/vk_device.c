@@ -337,6 +337,9 @@ int asu_device_create(const char *selector, asu_device **out, asu_error *err) {
   }
   const char *profile = getenv("ASU_PROFILE");
   dev->profile = profile && *profile && strcmp(profile, "0") != 0;
+  /* ASU_TEXELS=0 gives buffers no texel views, so every kernel reads storage buffers. */
+  const char *texels = getenv("ASU_TEXELS");
+  if (texels && !strcmp(texels, "0")) dev->info.max_texel_buffer_elements = 0;
   const asu_device_info *i = &dev->info;
   asu_log_info("vulkan device: %s (%s, vendor 0x%04x), subgroup size %u, shared memory %u bytes, "
                "fp16 arithmetic %s, 16-bit storage %s, device memory %.1f GiB%s",

@@ -45,7 +45,8 @@ struct asu_buffer {
   VkDeviceMemory memory;
   size_t size;
   void *mapped;  /* non-NULL when the memory is host-visible */
-  VkBufferView texels;  /* the buffer as texels of 4 floats, or VK_NULL_HANDLE */
+  VkBufferView texels;  /* the buffer as texels of 4 elements, or VK_NULL_HANDLE */
+  asu_element element;  /* what the texels hold */
 };
 
 struct asu_kernel {

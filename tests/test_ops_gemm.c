@@ -2,6 +2,7 @@
    beta, element offsets, padded leading dimensions, edge tiles and the model's shapes, for both
    kernel variants (forced through ASU_GEMM_VARIANT), and the texel variant wherever offsets and
    leading dimensions are multiples of 4. */
+#include "gguf_internal.h"
 #include "kernel_check.h"
 
 typedef struct gemm_case {
@@ -36,18 +37,21 @@ static const gemm_case cases[] = {
     {300, 172, 64, 0, 0, 0, 0, 0, 0, 1.0f, 0.0f},
     {300, 64, 172, 0, 0, 0, 0, 0, 0, 1.0f, 1.0f},
     {300, 64, 64, 0, 0, 0, 64, 0, 64, 1.0f, 1.0f},
-    /* m, n and k are equal modulo 4 and the padding makes every leading dimension a multiple
-       of 4 in all four transposes, so the texel variant runs them: edge tiles, K tails of 1 to 3,
-       one row (decoding) and the backward layouts at an odd size. */
+    /* k = 0 leaves beta * C. */
+    {5, 6, 0, 0, 0, 0, 0, 0, 0, 1.0f, 0.5f},
+    {5, 6, 0, 0, 0, 0, 0, 0, 0, 1.0f, 0.0f},
+};
+
+/* m, n and k are equal modulo 4 and the padding makes every leading dimension a multiple of 4 in
+   all four transposes, so the texel variant runs these: edge tiles, K tails of 1 to 3, one row
+   (decoding) and the backward layouts at an odd size. */
+static const gemm_case aligned_cases[] = {
     {12, 68, 20, 0, 0, 0, 4, 8, 3, 1.0f, 0.0f},
     {9, 65, 33, 3, 3, 2, 4, 0, 5, 1.0f, 0.5f},
     {3, 7, 11, 1, 1, 0, 0, 0, 0, -1.0f, 0.0f},
     {17, 65, 9, 3, 3, 3, 0, 0, 0, 1.0f, 0.0f},
     {1, 257, 65, 3, 3, 0, 0, 0, 0, 1.0f, 0.0f},
     {130, 70, 258, 2, 2, 1, 8, 4, 0, -1.0f, 0.5f},
-    /* k = 0 leaves beta * C. */
-    {5, 6, 0, 0, 0, 0, 0, 0, 0, 1.0f, 0.5f},
-    {5, 6, 0, 0, 0, 0, 0, 0, 0, 1.0f, 0.0f},
 };
 
 /* The logits case: 8000 rows of width 64 against a 512-token vocabulary. */
@@ -183,6 +187,8 @@ static void check_all_variants(asu_device *dev, const gemm_case *g, bool trans_a
 static void test_gemm_cases(asu_device *dev) {
   for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
     for (int t = 0; t < 4; t++) check_all_variants(dev, &cases[i], t & 1, t & 2);
+  for (size_t i = 0; i < sizeof aligned_cases / sizeof *aligned_cases; i++)
+    for (int t = 0; t < 4; t++) check_all_variants(dev, &aligned_cases[i], t & 1, t & 2);
 }
 
 static void test_gemm_logits(asu_device *dev) {
@@ -194,7 +200,69 @@ static void test_gemm_default_variant(asu_device *dev) {
   static const char *const default_variant[] = {""};
   check_gemm_case(dev, &cases[5], false, true, default_variant, 1);
   check_gemm_case(dev, &cases[13], true, false, default_variant, 1);
-  check_gemm_case(dev, &cases[20], true, true, default_variant, 1);
+  check_gemm_case(dev, &aligned_cases[1], true, true, default_variant, 1);
+}
+
+/* Uploads x as F16 into a new F16 buffer and rounds x to the values stored. */
+static asu_buffer *f16_buffer(asu_device *dev, float *x, size_t n) {
+  uint16_t *halves = malloc(n * sizeof *halves);
+  for (size_t i = 0; i < n; i++) {
+    halves[i] = asu_f32_to_f16(x[i]);
+    x[i] = asu_f16_to_f32(halves[i]);
+  }
+  asu_buffer *buf = NULL;
+  asu_error err;
+  int rc = asu_buffer_create_elements(dev, n * sizeof *halves, ASU_ELEMENT_F16, &buf, &err);
+  if (!rc) rc = asu_buffer_upload(buf, 0, halves, n * sizeof *halves, &err);
+  CHECK(rc == ASU_OK, "F16 buffer of %zu elements: %s", n, err.message);
+  free(halves);
+  return buf;
+}
+
+/* F16 weights: B (and for one case A too) holds F16 elements, which the texel variant widens to
+   F32 and accumulates in F32. The reference uses the same rounded values. */
+static void check_f16_case(asu_device *dev, const gemm_case *g, bool trans_a, bool trans_b,
+                           bool a_f16) {
+  gemm_layout l = layout_of(g, trans_a, trans_b);
+  float *a = kc_random(l.a_len, -1.0f, 1.0f), *b = kc_random(l.b_len, -1.0f, 1.0f);
+  float *c = kc_random(l.c_len, -1.0f, 1.0f);
+  asu_buffer *ba = a_f16 ? f16_buffer(dev, a, l.a_len) : kc_buffer(dev, a, l.a_len * 4);
+  asu_buffer *bb = f16_buffer(dev, b, l.b_len), *bc = kc_buffer(dev, c, l.c_len * 4);
+  double *want = malloc(l.c_len * sizeof *want);
+  float *got = malloc(l.c_len * sizeof *got);
+  reference_gemm(g, trans_a, trans_b, &l, a, b, c, want);
+
+  asu_cmd *cmd = kc_cmd(dev);
+  asu_gemm_args args = {
+      .trans_a = trans_a, .trans_b = trans_b, .m = g->m, .n = g->n, .k = g->k,
+      .alpha = g->alpha, .beta = g->beta, .a = ba, .lda = l.lda, .a_offset = g->a_offset,
+      .b = bb, .ldb = l.ldb, .b_offset = g->b_offset, .c = bc, .ldc = l.ldc,
+      .c_offset = g->c_offset};
+  char label[160];
+  snprintf(label, sizeof label, "F16 gemm m=%u n=%u k=%u trans_a=%d trans_b=%d A %s", g->m, g->n,
+           g->k, trans_a, trans_b, a_f16 ? "F16" : "F32");
+  CHECK(asu_op_gemm(cmd, &args) == ASU_OK, "%s: asu_op_gemm failed", label);
+  CHECK(kc_submit(cmd, label) == ASU_OK, "%s: submit failed", label);
+  kc_download(bc, got, l.c_len * sizeof(float));
+  size_t count = 0;
+  for (size_t i = 0; i < l.c_len; i++) {
+    if (!is_in_matrix(g, &l, i)) continue;
+    want[count] = want[i];
+    got[count++] = got[i];
+  }
+  double error = kc_error(got, want, count);
+  CHECK(error < 1e-5, "%s: error %.3g", label, error);
+  asu_cmd_destroy(cmd);
+  asu_buffer_destroy(ba);
+  asu_buffer_destroy(bb);
+  asu_buffer_destroy(bc);
+  free(a), free(b), free(c), free(want), free(got);
+}
+
+static void test_gemm_f16(asu_device *dev) {
+  for (size_t i = 0; i < sizeof aligned_cases / sizeof *aligned_cases; i++)
+    for (int t = 0; t < 4; t++) check_f16_case(dev, &aligned_cases[i], t & 1, t & 2, false);
+  check_f16_case(dev, &aligned_cases[1], false, true, true);
 }
 
 /* Sizes that do not fit are rejected with a message naming the op. */
@@ -247,6 +315,25 @@ static void test_gemm_invalid(asu_device *dev) {
         "texel gemm with lda 5: submit returned %d, message '%s' does not name lda", rc,
         err.message);
 
+  /* Only the texel variant reads F16 elements. */
+  float weights[16] = {0};
+  asu_buffer *half = f16_buffer(dev, weights, 16);
+  setenv("ASU_GEMM_VARIANT", "register", 1);
+  bad = args;
+  bad.b = half;
+  rc = asu_op_gemm(cmd, &bad);
+  CHECK(rc == ASU_ERR_INVALID, "register gemm of F16 B returned %d", rc);
+  rc = asu_cmd_submit(cmd, &err);
+  CHECK(rc == ASU_ERR_INVALID && strstr(err.message, "F16"),
+        "register gemm of F16 B: submit returned %d, message '%s' does not name F16", rc,
+        err.message);
+  unsetenv("ASU_GEMM_VARIANT");
+  bad.c = half;
+  rc = asu_op_gemm(cmd, &bad);
+  CHECK(rc == ASU_ERR_INVALID, "gemm into an F16 C returned %d", rc);
+  asu_cmd_submit(cmd, &err);
+  asu_buffer_destroy(half);
+
   setenv("ASU_GEMM_VARIANT", "fastest", 1);
   rc = asu_op_gemm(cmd, &args);
   CHECK(rc == ASU_ERR_INVALID, "gemm with an unknown ASU_GEMM_VARIANT returned %d", rc);
@@ -271,6 +358,7 @@ int main(void) {
   test_gemm_cases(dev);
   test_gemm_logits(dev);
   test_gemm_default_variant(dev);
+  test_gemm_f16(dev);
   test_gemm_invalid(dev);
   asu_device_destroy(dev);
   return kc_finish();

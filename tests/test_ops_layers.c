@@ -1,6 +1,7 @@
 /* RMSNorm, RoPE, SwiGLU, embedding and AdamW kernels against double-precision C references, and
    every backward kernel against central finite differences of the C forward reference: the
    gradient of loss = sum(proj * forward(...)) for a random projection proj. */
+#include "gguf_internal.h"
 #include "kernel_check.h"
 
 /* Step of the central differences. The references run in double, so truncation (h^2) and
@@ -548,9 +549,45 @@ static void check_embedding(asu_device *dev, embedding_shape s) {
   for (size_t i = 0; i < sizeof arrays / sizeof *arrays; i++) free(arrays[i]);
 }
 
+/* An F16 table: the texel build widens each element exactly. */
+static void check_embedding_f16(asu_device *dev) {
+  enum { ROWS = 9, VOCAB = 5, DIM = 7 };
+  float *table = kc_random(VOCAB * DIM, -1.0f, 1.0f);
+  uint16_t halves[VOCAB * DIM];
+  for (int i = 0; i < VOCAB * DIM; i++) halves[i] = asu_f32_to_f16(table[i]);
+  int32_t ids[ROWS] = {4, 0, -1, 3, 5, 1, 2, 4, 0};
+  asu_buffer *btable = NULL;
+  asu_error err;
+  int rc = asu_buffer_create_elements(dev, sizeof halves, ASU_ELEMENT_F16, &btable, &err);
+  if (!rc) rc = asu_buffer_upload(btable, 0, halves, sizeof halves, &err);
+  CHECK(rc == ASU_OK, "F16 embedding table: %s", err.message);
+  asu_buffer *bids = kc_buffer(dev, ids, sizeof ids), *bout = kc_buffer(dev, NULL, ROWS * DIM * 4);
+  asu_cmd *cmd = kc_cmd(dev);
+  float out[ROWS * DIM];
+  if (run(cmd, asu_op_embedding(cmd, btable, bids, bout, ROWS, VOCAB, DIM), "F16 embedding")) {
+    kc_download(bout, out, sizeof out);
+    size_t wrong = 0;
+    for (int t = 0; t < ROWS; t++) {
+      bool valid = ids[t] >= 0 && ids[t] < VOCAB;
+      for (int d = 0; d < DIM; d++) {
+        float want = valid ? asu_f16_to_f32(halves[ids[t] * DIM + d]) : 0.0f;
+        wrong += out[t * DIM + d] != want;
+      }
+    }
+    CHECK(wrong == 0, "F16 embedding: %zu of %d elements differ from the widened table", wrong,
+          ROWS * DIM);
+  }
+  asu_cmd_destroy(cmd);
+  asu_buffer_destroy(btable);
+  asu_buffer_destroy(bids);
+  asu_buffer_destroy(bout);
+  free(table);
+}
+
 static void test_embedding(asu_device *dev) {
   for (size_t i = 0; i < sizeof embedding_shapes / sizeof *embedding_shapes; i++)
     check_embedding(dev, embedding_shapes[i]);
+  check_embedding_f16(dev);
 
   asu_buffer *b = kc_buffer(dev, NULL, 64 * 4);
   asu_cmd *cmd = kc_cmd(dev);
@@ -653,5 +690,13 @@ int main(void) {
   asu_device_memory_usage(dev, &current, &peak);
   CHECK(current == 0, "%llu bytes of device memory still allocated", (unsigned long long)current);
   asu_device_destroy(dev);
+
+  /* Without texel views the embedding reads its table from a storage buffer. */
+  setenv("ASU_TEXELS", "0", 1);
+  dev = kc_device();
+  for (size_t i = 0; i < sizeof embedding_shapes / sizeof *embedding_shapes; i++)
+    check_embedding(dev, embedding_shapes[i]);
+  asu_device_destroy(dev);
+  unsetenv("ASU_TEXELS");
   return kc_finish();
 }

@@ -11,26 +11,29 @@
 #include "bench.h"
 #include "model_internal.h"
 
-static double layer_floats(const asu_model *m) {
-  double floats = 0;
+/* Bytes of one weight on the device: F16 matrices stay F16 where the device reads them so. */
+static double bytes_of(const asu_weight *w) {
+  double element = asu_buffer_element(w->buf) == ASU_ELEMENT_F16 ? 2 : 4;
+  return element * w->rows * w->cols;
+}
+
+static double layer_bytes(const asu_model *m) {
+  double bytes = 0;
   for (uint32_t l = 0; l < m->cfg.n_layers; l++)
-    for (int w = 0; w < ASU_W_PER_LAYER; w++)
-      floats += (double)m->layers[l][w].rows * m->layers[l][w].cols;
-  return floats;
+    for (int w = 0; w < ASU_W_PER_LAYER; w++) bytes += bytes_of(&m->layers[l][w]);
+  return bytes;
 }
 
 /* Bytes a decoding step reads: every block, the final norm, the output projection and one row
    of the embedding table (none more when the output projection is the table). */
 static double weight_bytes_per_token(const asu_model *m) {
-  const asu_model_config *c = &m->cfg;
-  double row = m->tied_output ? 0 : c->dim;
-  return 4 * (layer_floats(m) + c->dim + (double)c->vocab * c->dim + row);
+  double row = m->tied_output ? 0 : bytes_of(&m->tok_embd) / m->tok_embd.rows;
+  return layer_bytes(m) + bytes_of(&m->output_norm) + bytes_of(&m->output) + row;
 }
 
 static double weight_bytes_stored(const asu_model *m) {
-  const asu_model_config *c = &m->cfg;
-  double tables = (m->tied_output ? 1.0 : 2.0) * c->vocab * c->dim;
-  return 4 * (layer_floats(m) + c->dim + tables);
+  double tables = bytes_of(&m->tok_embd) + (m->tied_output ? 0 : bytes_of(&m->output));
+  return layer_bytes(m) + bytes_of(&m->output_norm) + tables;
 }
 
 /* ---- The OpenBLAS reference: the model's matrix products on host memory. ---- */
