@@ -26,8 +26,13 @@ int asu_op_adamw(asu_cmd *cmd, const asu_adamw_args *args) {
     return asu_cmd_status(cmd, NULL);
   if (args->n == 0) return asu_cmd_status(cmd, NULL);
 
+  /* param, m and v are read through bindings 4 to 6 and written through 0, 2 and 3. */
+  asu_buffer *buffers[] = {args->param, args->grad, args->m, args->v,
+                           args->param, args->m,    args->v};
+  bool texel = asu_ops_use_texels(cmd, buffers, 2, args->n);
   uint32_t local_size = ASU_OPS_LOCAL_SIZE;
-  asu_kernel *kernel = asu_ops_kernel(cmd, "adamw", &local_size, 1, 4, sizeof(adamw_push));
+  asu_kernel *kernel = asu_ops_kernel_pieces(cmd, "adamw", texel, 0x72, &local_size, 1, 7,
+                                             sizeof(adamw_push));
   if (!kernel) return asu_cmd_status(cmd, NULL);
   adamw_push push = {
       .n = args->n, .lr = args->lr, .beta1 = args->beta1, .beta2 = args->beta2,
@@ -35,7 +40,6 @@ int asu_op_adamw(asu_cmd *cmd, const asu_adamw_args *args) {
       .bias1 = (float)(1.0 - pow(args->beta1, args->step)),
       .bias2 = (float)(1.0 - pow(args->beta2, args->step)),
   };
-  asu_buffer *buffers[] = {args->param, args->grad, args->m, args->v};
-  asu_ops_dispatch_1d(cmd, kernel, buffers, &push, args->n, local_size);
+  asu_ops_dispatch_1d(cmd, kernel, buffers, &push, texel ? args->n / 4 : args->n, local_size);
   return asu_cmd_status(cmd, NULL);
 }

@@ -31,7 +31,7 @@ static uint32_t attention_local_size(asu_cmd *cmd) {
 }
 
 /* Picks the build of the attention kernels. "buffer" reads head rows one float at a time from
-   storage buffers; "texel" reads them as texels of 4 floats (shaders/attention_chunks.glsl),
+   storage buffers; "texel" reads them as texels of 4 floats (shaders/pieces.glsl),
    which needs head_dim to be a multiple of 4 and buffers with texel views. Devices with narrow
    subgroups (CPU SIMD lanes) get texels where possible. ASU_ATTENTION_VARIANT=buffer or =texel
    forces one; a forced texel build fails where it cannot run. Returns false after recording
@@ -62,17 +62,6 @@ static bool use_texels(asu_cmd *cmd, const char *op, uint32_t head_dim, asu_buff
   }
   *texel = true;
   return true;
-}
-
-/* The kernel `shader`, or its texel build, whose head-row bindings are texel_bindings. */
-static asu_kernel *attention_kernel(asu_cmd *cmd, const char *shader, bool texel,
-                                    uint32_t texel_bindings, const uint32_t spec[2],
-                                    uint32_t n_buffers) {
-  if (!texel) return asu_ops_kernel(cmd, shader, spec, 2, n_buffers, sizeof(attention_push));
-  char name[64];
-  snprintf(name, sizeof name, "%s_texel", shader);
-  return asu_ops_kernel_texel(cmd, name, spec, 2, n_buffers, texel_bindings,
-                              sizeof(attention_push));
 }
 
 /* Validates the forward arguments, which both passes use, and formats the op name with its
@@ -122,7 +111,8 @@ int asu_op_attention(asu_cmd *cmd, const asu_attention_args *args) {
   if (!use_texels(cmd, op, args->head_dim, rows, 3, &texel)) return asu_cmd_status(cmd, NULL);
   const uint32_t spec[2] = {attention_local_size(cmd), args->head_dim};
   /* q, k and v are head rows. */
-  asu_kernel *kernel = attention_kernel(cmd, "attention_forward", texel, 0x7, spec, 6);
+  asu_kernel *kernel = asu_ops_kernel_pieces(cmd, "attention_forward", texel, 0x7, spec, 2, 6,
+                                             sizeof(attention_push));
   if (!kernel) return asu_cmd_status(cmd, NULL);
 
   attention_push push = {args->q_rows, args->kv_rows, args->n_head, args->n_kv_head, args->scale};
@@ -152,9 +142,11 @@ int asu_op_attention_backward(asu_cmd *cmd, const asu_attention_backward_args *a
   const uint32_t spec[2] = {attention_local_size(cmd), a->head_dim};
   /* Head rows: q, k, v, out and dout (bindings 0, 1, 2, 4, 6) for dq; q, k, v and dout
      (0, 1, 2, 6) for dk and dv. */
-  asu_kernel *dq_kernel = attention_kernel(cmd, "attention_backward_dq", texel, 0x57, spec, 9);
+  asu_kernel *dq_kernel = asu_ops_kernel_pieces(cmd, "attention_backward_dq", texel, 0x57, spec, 2,
+                                                   9, sizeof(attention_push));
   asu_kernel *dkdv_kernel =
-      attention_kernel(cmd, "attention_backward_dkdv", texel, 0x47, spec, 10);
+      asu_ops_kernel_pieces(cmd, "attention_backward_dkdv", texel, 0x47, spec, 2, 10,
+                            sizeof(attention_push));
   if (!dq_kernel || !dkdv_kernel) return asu_cmd_status(cmd, NULL);
 
   attention_push push = {a->q_rows, a->kv_rows, a->n_head, a->n_kv_head, a->scale};

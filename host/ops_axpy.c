@@ -1,5 +1,5 @@
 /* y = alpha * x + y. */
-#include "asu_ops.h"
+#include "ops_internal.h"
 
 int asu_op_axpy(asu_cmd *cmd, float alpha, asu_buffer *x, asu_buffer *y, uint32_t n) {
   size_t bytes = (size_t)n * sizeof(float);
@@ -8,19 +8,15 @@ int asu_op_axpy(asu_cmd *cmd, float alpha, asu_buffer *x, asu_buffer *y, uint32_
                  n, asu_buffer_size(x), asu_buffer_size(y));
     return ASU_ERR_INVALID;
   }
-  asu_device *dev = asu_cmd_device(cmd);
-  const uint32_t local_size = 64;
-  asu_kernel *kernel;
-  asu_error err;
-  int rc = asu_kernel_get(dev, "axpy", &local_size, 1, 2, 8, &kernel, &err);
-  if (rc) {
-    asu_cmd_fail(cmd, rc, "%s", err.message);
-    return rc;
-  }
+  /* y is read through binding 2 and written through binding 1. */
+  asu_buffer *buffers[] = {x, y, y};
+  asu_buffer *inputs[] = {x, y};
+  bool texel = asu_ops_use_texels(cmd, inputs, 2, n);
+  uint32_t local_size = ASU_OPS_LOCAL_SIZE;
+  asu_kernel *kernel =
+      asu_ops_kernel_pieces(cmd, "axpy", texel, 0x5, &local_size, 1, 3, 2 * sizeof(uint32_t));
+  if (!kernel) return asu_cmd_status(cmd, NULL);
   struct { uint32_t n; float alpha; } push = {n, alpha};
-  asu_buffer *buffers[] = {x, y};
-  uint32_t gx, gy;
-  asu_grid_2d(dev, (n + local_size - 1) / local_size, &gx, &gy);
-  asu_cmd_dispatch(cmd, kernel, buffers, &push, gx, gy, 1);
+  asu_ops_dispatch_1d(cmd, kernel, buffers, &push, texel ? n / 4 : n, local_size);
   return asu_cmd_status(cmd, NULL);
 }

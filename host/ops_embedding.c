@@ -31,9 +31,8 @@ int asu_op_embedding(asu_cmd *cmd, asu_buffer *table, asu_buffer *ids, asu_buffe
     return ASU_ERR_INVALID;
   }
   uint32_t local_size = ASU_OPS_LOCAL_SIZE;
-  asu_kernel *kernel = asu_ops_kernel_texel(cmd, texel ? "embedding_forward_texel" : "embedding_forward",
-                                            &local_size, 1, 3, texel ? 0x1 : 0,
-                                            sizeof(embedding_push));
+  asu_kernel *kernel = asu_ops_kernel_pieces(cmd, "embedding_forward", texel, 0x1, &local_size,
+                                             1, 3, sizeof(embedding_push));
   if (!kernel) return asu_cmd_status(cmd, NULL);
   embedding_push push = {rows, vocab, dim};
   asu_buffer *buffers[] = {table, ids, out};

@@ -4,6 +4,7 @@
 #define ASU_OPS_INTERNAL_H
 
 #include <inttypes.h>
+#include <stdio.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -54,11 +55,36 @@ static inline asu_kernel *asu_ops_kernel_texel(asu_cmd *cmd, const char *shader,
   return kernel;
 }
 
+/* Whether a kernel with a texel build (shaders/pieces.glsl) reads its inputs as texels: on
+   devices with narrow subgroups (CPU SIMD lanes), where texel gathers beat per-lane storage
+   loads, when n (its length, or row width) is a multiple of 4 and every input is an F32 buffer
+   with a texel view. */
+static inline bool asu_ops_use_texels(asu_cmd *cmd, asu_buffer *const *inputs, size_t n_inputs,
+                                      uint64_t n) {
+  if (n % 4 != 0 || asu_device_get_info(asu_cmd_device(cmd))->subgroup_size >= 16) return false;
+  for (size_t i = 0; i < n_inputs; i++)
+    if (!asu_buffer_has_texels(inputs[i]) || asu_buffer_element(inputs[i]) != ASU_ELEMENT_F32)
+      return false;
+  return true;
+}
+
 /* Returns the kernel for `shader`, or NULL after recording the failure in cmd. */
 static inline asu_kernel *asu_ops_kernel(asu_cmd *cmd, const char *shader, const uint32_t *spec,
                                          uint32_t n_spec, uint32_t n_buffers,
                                          uint32_t push_bytes) {
   return asu_ops_kernel_texel(cmd, shader, spec, n_spec, n_buffers, 0, push_bytes);
+}
+
+/* The kernel built from `shader`, or its texel build NAME_texel whose PIECES bindings are
+   texel_bindings; NULL after recording the failure in cmd. */
+static inline asu_kernel *asu_ops_kernel_pieces(asu_cmd *cmd, const char *shader, bool texel,
+                                                uint32_t texel_bindings, const uint32_t *spec,
+                                                uint32_t n_spec, uint32_t n_buffers,
+                                                uint32_t push_bytes) {
+  if (!texel) return asu_ops_kernel(cmd, shader, spec, n_spec, n_buffers, push_bytes);
+  char name[64];
+  snprintf(name, sizeof name, "%s_texel", shader);
+  return asu_ops_kernel_texel(cmd, name, spec, n_spec, n_buffers, texel_bindings, push_bytes);
 }
 
 /* Dispatches enough workgroups of local_size invocations to cover n items, spread over a 2D grid

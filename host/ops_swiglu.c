@@ -18,13 +18,14 @@ int asu_op_swiglu(asu_cmd *cmd, asu_buffer *gate, asu_buffer *up, asu_buffer *ou
     return asu_cmd_status(cmd, NULL);
   if (n == 0) return asu_cmd_status(cmd, NULL);
 
+  asu_buffer *buffers[] = {gate, up, out};
+  bool texel = asu_ops_use_texels(cmd, buffers, 2, n);
   uint32_t local_size = ASU_OPS_LOCAL_SIZE;
-  asu_kernel *kernel =
-      asu_ops_kernel(cmd, "swiglu_forward", &local_size, 1, 3, sizeof(swiglu_push));
+  asu_kernel *kernel = asu_ops_kernel_pieces(cmd, "swiglu_forward", texel, 0x3, &local_size, 1, 3,
+                                             sizeof(swiglu_push));
   if (!kernel) return asu_cmd_status(cmd, NULL);
   swiglu_push push = {n};
-  asu_buffer *buffers[] = {gate, up, out};
-  asu_ops_dispatch_1d(cmd, kernel, buffers, &push, n, local_size);
+  asu_ops_dispatch_1d(cmd, kernel, buffers, &push, texel ? n / 4 : n, local_size);
   return asu_cmd_status(cmd, NULL);
 }
 
@@ -39,12 +40,13 @@ int asu_op_swiglu_backward(asu_cmd *cmd, asu_buffer *gate, asu_buffer *up, asu_b
     return asu_cmd_status(cmd, NULL);
   if (n == 0) return asu_cmd_status(cmd, NULL);
 
+  asu_buffer *buffers[] = {gate, up, dout, dgate, dup};
+  bool texel = asu_ops_use_texels(cmd, buffers, 3, n);
   uint32_t local_size = ASU_OPS_LOCAL_SIZE;
-  asu_kernel *kernel =
-      asu_ops_kernel(cmd, "swiglu_backward", &local_size, 1, 5, sizeof(swiglu_push));
+  asu_kernel *kernel = asu_ops_kernel_pieces(cmd, "swiglu_backward", texel, 0x7, &local_size, 1,
+                                             5, sizeof(swiglu_push));
   if (!kernel) return asu_cmd_status(cmd, NULL);
   swiglu_push push = {n};
-  asu_buffer *buffers[] = {gate, up, dout, dgate, dup};
-  asu_ops_dispatch_1d(cmd, kernel, buffers, &push, n, local_size);
+  asu_ops_dispatch_1d(cmd, kernel, buffers, &push, texel ? n / 4 : n, local_size);
   return asu_cmd_status(cmd, NULL);
 }

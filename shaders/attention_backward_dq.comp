@@ -11,15 +11,16 @@
 layout(constant_id = 0) const uint WG = 64;        // workgroup size
 layout(constant_id = 1) const uint HEAD_DIM = 64;  // floats per head
 layout(local_size_x_id = 0) in;
-#include "attention_chunks.glsl"
+#include "pieces.glsl"
+const uint CHUNKS = HEAD_DIM / WIDTH;  // pieces per head row
 
-HEAD_ROWS(0, q)                                                         // q_rows x n_head x HEAD_DIM
-HEAD_ROWS(1, k)                                                         // kv_rows x n_kv_head x HEAD_DIM
-HEAD_ROWS(2, v)                                                         // kv_rows x n_kv_head x HEAD_DIM
+PIECES(0, q)                                                           // q_rows x n_head x HEAD_DIM
+PIECES(1, k)                                                           // kv_rows x n_kv_head x HEAD_DIM
+PIECES(2, v)                                                           // kv_rows x n_kv_head x HEAD_DIM
 layout(set = 0, binding = 3) readonly buffer QR { ivec2 q_ranges[]; };  // q_rows x (first, last)
-HEAD_ROWS(4, out)                                                       // q_rows x n_head x HEAD_DIM
+PIECES(4, out)                                                         // q_rows x n_head x HEAD_DIM
 layout(set = 0, binding = 5) readonly buffer L { float lse[]; };        // q_rows x n_head
-HEAD_ROWS(6, dout)                                                      // q_rows x n_head x HEAD_DIM
+PIECES(6, dout)                                                        // q_rows x n_head x HEAD_DIM
 layout(set = 0, binding = 7) writeonly buffer DQ { VEC dq[]; };         // q_rows x n_head x HEAD_DIM
 layout(set = 0, binding = 8) writeonly buffer DL { float delta[]; };    // q_rows x n_head
 

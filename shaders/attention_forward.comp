@@ -11,11 +11,12 @@
 layout(constant_id = 0) const uint WG = 64;        // workgroup size
 layout(constant_id = 1) const uint HEAD_DIM = 64;  // floats per head
 layout(local_size_x_id = 0) in;
-#include "attention_chunks.glsl"
+#include "pieces.glsl"
+const uint CHUNKS = HEAD_DIM / WIDTH;  // pieces per head row
 
-HEAD_ROWS(0, q)                                                         // q_rows x n_head x HEAD_DIM
-HEAD_ROWS(1, k)                                                         // kv_rows x n_kv_head x HEAD_DIM
-HEAD_ROWS(2, v)                                                         // kv_rows x n_kv_head x HEAD_DIM
+PIECES(0, q)                                                           // q_rows x n_head x HEAD_DIM
+PIECES(1, k)                                                           // kv_rows x n_kv_head x HEAD_DIM
+PIECES(2, v)                                                           // kv_rows x n_kv_head x HEAD_DIM
 layout(set = 0, binding = 3) readonly buffer QR { ivec2 q_ranges[]; };  // q_rows x (first, last)
 layout(set = 0, binding = 4) writeonly buffer O { VEC out_[]; };        // q_rows x n_head x HEAD_DIM
 layout(set = 0, binding = 5) writeonly buffer L { float lse[]; };       // q_rows x n_head
