@@ -23,11 +23,11 @@ int asu_op_embedding(asu_cmd *cmd, asu_buffer *table, asu_buffer *ids, asu_buffe
 
   /* The texel build widens an F16 table, and on devices with narrow subgroups (CPU SIMD lanes)
      it gathers rows faster than storage-buffer loads. */
-  bool narrow = asu_device_get_info(asu_cmd_device(cmd))->subgroup_size < 16;
-  bool texel = asu_buffer_has_texels(table) && (f16 || narrow);
+  bool texel = f16 ? asu_buffer_has_texels(table) && dim % 4 == 0
+                   : asu_ops_use_texels(cmd, &table, 1, dim);
   if (f16 && !texel) {
-    asu_cmd_fail(cmd, ASU_ERR_INVALID, "%s: the F16 table has no texel view to read it through",
-                 op);
+    asu_cmd_fail(cmd, ASU_ERR_INVALID, "%s: an F16 table needs a texel view and a dim that is a "
+                 "multiple of 4 to be read", op);
     return ASU_ERR_INVALID;
   }
   uint32_t local_size = ASU_OPS_LOCAL_SIZE;
@@ -36,7 +36,8 @@ int asu_op_embedding(asu_cmd *cmd, asu_buffer *table, asu_buffer *ids, asu_buffe
   if (!kernel) return asu_cmd_status(cmd, NULL);
   embedding_push push = {rows, vocab, dim};
   asu_buffer *buffers[] = {table, ids, out};
-  asu_ops_dispatch_1d(cmd, kernel, buffers, &push, (uint64_t)rows * dim, local_size);
+  asu_ops_dispatch_1d(cmd, kernel, buffers, &push, (uint64_t)rows * dim / (texel ? 4 : 1),
+                      local_size);
   return asu_cmd_status(cmd, NULL);
 }
 

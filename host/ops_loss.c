@@ -35,13 +35,21 @@ static bool check_rows(asu_cmd *cmd, const char *name, uint32_t row_begin, uint3
   return true;
 }
 
-/* Records one dispatch of `shader` with one workgroup per row of [row_begin, row_end). */
+/* Records one dispatch of `shader` with one workgroup per row of [row_begin, row_end). The
+   bindings in `pieces` are its row inputs, which its texel build reads as texels. */
 static int dispatch_rows(asu_cmd *cmd, const char *shader, asu_buffer *const *buffers,
-                         uint32_t n_buffers, uint32_t row_begin, uint32_t row_end, uint32_t cols) {
+                         uint32_t n_buffers, uint32_t pieces, uint32_t row_begin,
+                         uint32_t row_end, uint32_t cols) {
   if (row_begin == row_end) return asu_cmd_status(cmd, NULL);
   asu_device *dev = asu_cmd_device(cmd);
   const uint32_t local_size = row_local_size(asu_device_get_info(dev));
-  asu_kernel *kernel = asu_ops_kernel(cmd, shader, &local_size, 1, n_buffers, sizeof(row_push));
+  asu_buffer *inputs[8];
+  size_t n_inputs = 0;
+  for (uint32_t i = 0; i < n_buffers; i++)
+    if ((pieces >> i) & 1) inputs[n_inputs++] = buffers[i];
+  bool texel = asu_ops_use_texels(cmd, inputs, n_inputs, cols);
+  asu_kernel *kernel = asu_ops_kernel_pieces(cmd, shader, texel, pieces, &local_size, 1,
+                                             n_buffers, sizeof(row_push));
   if (!kernel) return asu_cmd_status(cmd, NULL);
   row_push push = {row_begin, row_end, cols};
   uint32_t gx, gy;
@@ -59,7 +67,7 @@ int asu_op_log_softmax(asu_cmd *cmd, asu_buffer *x, asu_buffer *y, uint32_t row_
   if (!asu_ops_fits(cmd, op, "x", x, matrix_bytes) || !asu_ops_fits(cmd, op, "y", y, matrix_bytes))
     return asu_cmd_status(cmd, NULL);
   asu_buffer *buffers[] = {x, y};
-  return dispatch_rows(cmd, "log_softmax", buffers, 2, row_begin, row_end, cols);
+  return dispatch_rows(cmd, "log_softmax", buffers, 2, 0x1, row_begin, row_end, cols);
 }
 
 int asu_op_softmax(asu_cmd *cmd, asu_buffer *x, asu_buffer *y, uint32_t row_begin,
@@ -71,7 +79,7 @@ int asu_op_softmax(asu_cmd *cmd, asu_buffer *x, asu_buffer *y, uint32_t row_begi
   if (!asu_ops_fits(cmd, op, "x", x, matrix_bytes) || !asu_ops_fits(cmd, op, "y", y, matrix_bytes))
     return asu_cmd_status(cmd, NULL);
   asu_buffer *buffers[] = {x, y};
-  return dispatch_rows(cmd, "softmax_forward", buffers, 2, row_begin, row_end, cols);
+  return dispatch_rows(cmd, "softmax_forward", buffers, 2, 0x1, row_begin, row_end, cols);
 }
 
 int asu_op_softmax_backward(asu_cmd *cmd, asu_buffer *y, asu_buffer *dy, asu_buffer *dx,
@@ -85,7 +93,7 @@ int asu_op_softmax_backward(asu_cmd *cmd, asu_buffer *y, asu_buffer *dy, asu_buf
       !asu_ops_fits(cmd, op, "dx", dx, matrix_bytes))
     return asu_cmd_status(cmd, NULL);
   asu_buffer *buffers[] = {y, dy, dx};
-  return dispatch_rows(cmd, "softmax_backward", buffers, 3, row_begin, row_end, cols);
+  return dispatch_rows(cmd, "softmax_backward", buffers, 3, 0x3, row_begin, row_end, cols);
 }
 
 /* NOTE: a row whose target is outside [0, vocab) gets loss 0 and a zero gradient, like a row
@@ -106,7 +114,7 @@ int asu_op_cross_entropy(asu_cmd *cmd, asu_buffer *logits, asu_buffer *targets,
       !asu_ops_fits(cmd, op, "dlogits", dlogits, matrix_bytes))
     return asu_cmd_status(cmd, NULL);
   asu_buffer *buffers[] = {logits, targets, weights, loss, dlogits};
-  return dispatch_rows(cmd, "cross_entropy", buffers, 5, row_begin, row_end, vocab);
+  return dispatch_rows(cmd, "cross_entropy", buffers, 5, 0x1, row_begin, row_end, vocab);
 }
 
 int asu_op_kl(asu_cmd *cmd, asu_buffer *teacher_logp, asu_buffer *logits, asu_buffer *weights,
@@ -124,5 +132,5 @@ int asu_op_kl(asu_cmd *cmd, asu_buffer *teacher_logp, asu_buffer *logits, asu_bu
       !asu_ops_fits(cmd, op, "dlogits", dlogits, matrix_bytes))
     return asu_cmd_status(cmd, NULL);
   asu_buffer *buffers[] = {teacher_logp, logits, weights, loss, dlogits};
-  return dispatch_rows(cmd, "kl", buffers, 5, row_begin, row_end, vocab);
+  return dispatch_rows(cmd, "kl", buffers, 5, 0x3, row_begin, row_end, vocab);
 }

@@ -9,44 +9,47 @@
 
 layout(constant_id = 0) const uint WG = 64;  // workgroup size
 layout(local_size_x_id = 0) in;
+#include "pieces.glsl"
 #include "softmax_reduce.glsl"
 
-layout(set = 0, binding = 0) readonly buffer X { float logits[]; };    // rows x vocab
+PIECES(0, logits)                                                      // rows x vocab
 layout(set = 0, binding = 1) readonly buffer T { int targets[]; };     // rows
 layout(set = 0, binding = 2) readonly buffer W { float weights[]; };   // rows
 layout(set = 0, binding = 3) writeonly buffer LS { float loss[]; };    // rows
-layout(set = 0, binding = 4) writeonly buffer DX { float dlogits[]; }; // rows x vocab
+layout(set = 0, binding = 4) writeonly buffer DX { VEC dlogits[]; };   // rows x vocab
 
 layout(push_constant) uniform Push {
   uint row_begin;
   uint row_end;
-  uint vocab;
+  uint vocab;  // a multiple of WIDTH
 } pc;
 
 void main() {
   uint row = pc.row_begin + flat_group_index();
   if (row >= pc.row_end) return;
-  uint base = row * pc.vocab;
+  uint pieces = pc.vocab / WIDTH;
+  uint base = row * pieces;
   uint tid = gl_LocalInvocationID.x;
 
   // w and t are the same for the whole workgroup, so these branches are uniform.
   float w = weights[row];
   int t = w != 0.0 ? targets[row] : -1;
   if (t < 0 || uint(t) >= pc.vocab) {
-    for (uint j = tid; j < pc.vocab; j += WG) dlogits[base + j] = 0.0;
+    for (uint c = tid; c < pieces; c += WG) dlogits[base + c] = VEC(0.0);
     if (tid == 0) loss[row] = 0.0;
     return;
   }
 
   float m = NEG_INF;
   float s = 0.0;
-  for (uint j = tid; j < pc.vocab; j += WG) online_logsumexp_add(m, s, logits[base + j]);
+  for (uint c = tid; c < pieces; c += WG) online_logsumexp_add_piece(m, s, logits_at(base + c));
   workgroup_logsumexp(m, s);
   float lse = m + log(s);
 
-  for (uint j = tid; j < pc.vocab; j += WG) {
-    float softmax_j = exp(logits[base + j] - lse);
-    dlogits[base + j] = w * (softmax_j - (j == uint(t) ? 1.0 : 0.0));
+  for (uint c = tid; c < pieces; c += WG) {
+    VEC softmax_c = exp(logits_at(base + c) - lse);
+    dlogits[base + c] = w * (softmax_c - piece_one_hot(c, uint(t)));
   }
-  if (tid == 0) loss[row] = w * ((m - logits[base + uint(t)]) + log(s));
+  float logit_t = piece_element(logits_at(base + uint(t) / WIDTH), uint(t) % WIDTH);
+  if (tid == 0) loss[row] = w * ((m - logit_t) + log(s));
 }

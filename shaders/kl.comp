@@ -9,46 +9,49 @@
 
 layout(constant_id = 0) const uint WG = 64;  // workgroup size
 layout(local_size_x_id = 0) in;
+#include "pieces.glsl"
 #include "softmax_reduce.glsl"
 
-layout(set = 0, binding = 0) readonly buffer P { float teacher_logp[]; };  // rows x vocab
-layout(set = 0, binding = 1) readonly buffer X { float logits[]; };        // rows x vocab
+PIECES(0, teacher_logp)                                                    // rows x vocab
+PIECES(1, logits)                                                          // rows x vocab
 layout(set = 0, binding = 2) readonly buffer W { float weights[]; };       // rows
 layout(set = 0, binding = 3) writeonly buffer LS { float loss[]; };        // rows
-layout(set = 0, binding = 4) writeonly buffer DX { float dlogits[]; };     // rows x vocab
+layout(set = 0, binding = 4) writeonly buffer DX { VEC dlogits[]; };       // rows x vocab
 
 layout(push_constant) uniform Push {
   uint row_begin;
   uint row_end;
-  uint vocab;
+  uint vocab;  // a multiple of WIDTH
 } pc;
 
 void main() {
   uint row = pc.row_begin + flat_group_index();
   if (row >= pc.row_end) return;
-  uint base = row * pc.vocab;
+  uint pieces = pc.vocab / WIDTH;
+  uint base = row * pieces;
   uint tid = gl_LocalInvocationID.x;
 
   float w = weights[row];  // uniform across the workgroup
   if (w == 0.0) {
-    for (uint j = tid; j < pc.vocab; j += WG) dlogits[base + j] = 0.0;
+    for (uint c = tid; c < pieces; c += WG) dlogits[base + c] = VEC(0.0);
     if (tid == 0) loss[row] = 0.0;
     return;
   }
 
   float m = NEG_INF;
   float s = 0.0;
-  for (uint j = tid; j < pc.vocab; j += WG) online_logsumexp_add(m, s, logits[base + j]);
+  for (uint c = tid; c < pieces; c += WG) online_logsumexp_add_piece(m, s, logits_at(base + c));
   workgroup_logsumexp(m, s);
   float log_s = log(s);
 
   float kl = 0.0;
-  for (uint j = tid; j < pc.vocab; j += WG) {
-    float log_p = teacher_logp[base + j];
-    float log_q = (logits[base + j] - m) - log_s;
-    float p = exp(log_p);
-    if (p > 0.0) kl += p * (log_p - log_q);
-    dlogits[base + j] = w * (exp(log_q) - p);
+  for (uint c = tid; c < pieces; c += WG) {
+    VEC log_p = teacher_logp_at(base + c);
+    VEC log_q = (logits_at(base + c) - m) - log_s;
+    VEC p = exp(log_p);
+    // Elements with p = 0 add nothing, even where log_q is -inf.
+    kl += piece_sum(piece_where_positive(p, p * (log_p - log_q)));
+    dlogits[base + c] = w * (exp(log_q) - p);
   }
   kl = workgroup_sum(kl);
   if (tid == 0) loss[row] = w * kl;

@@ -5,28 +5,30 @@
 
 layout(constant_id = 0) const uint WG = 64;  // workgroup size
 layout(local_size_x_id = 0) in;
+#include "pieces.glsl"
 #include "softmax_reduce.glsl"
 
-layout(set = 0, binding = 0) readonly buffer X { float x[]; };   // rows x cols
-layout(set = 0, binding = 1) writeonly buffer Y { float y[]; };  // rows x cols
+PIECES(0, x)                                                   // rows x cols
+layout(set = 0, binding = 1) writeonly buffer Y { VEC y[]; };  // rows x cols
 
 layout(push_constant) uniform Push {
   uint row_begin;
   uint row_end;
-  uint cols;
+  uint cols;  // a multiple of WIDTH
 } pc;
 
 void main() {
   uint row = pc.row_begin + flat_group_index();
   if (row >= pc.row_end) return;  // the whole workgroup leaves together
-  uint base = row * pc.cols;
+  uint pieces = pc.cols / WIDTH;
+  uint base = row * pieces;
   uint tid = gl_LocalInvocationID.x;
 
   float m = NEG_INF;
   float s = 0.0;
-  for (uint j = tid; j < pc.cols; j += WG) online_logsumexp_add(m, s, x[base + j]);
+  for (uint c = tid; c < pieces; c += WG) online_logsumexp_add_piece(m, s, x_at(base + c));
   workgroup_logsumexp(m, s);
 
   float log_s = log(s);
-  for (uint j = tid; j < pc.cols; j += WG) y[base + j] = (x[base + j] - m) - log_s;
+  for (uint c = tid; c < pieces; c += WG) y[base + c] = (x_at(base + c) - m) - log_s;
 }

@@ -25,3 +25,19 @@ const uint WIDTH = 1;
   layout(set = 0, binding = B) readonly buffer NAME##_block { float NAME##_floats[]; }; \
   VEC NAME##_at(uint c) { return NAME##_floats[c]; }
 #endif
+
+// The sum and the max of a piece's elements, its element i, the piece c of a row that is 1 at
+// element t of the row and 0 elsewhere, and `value` where p > 0 and 0 elsewhere.
+#ifdef TEXEL
+float piece_sum(vec4 v) { return (v.x + v.y) + (v.z + v.w); }
+float piece_max(vec4 v) { return max(max(v.x, v.y), max(v.z, v.w)); }
+float piece_element(vec4 v, uint i) { return v[i]; }
+vec4 piece_one_hot(uint c, uint t) { return vec4(equal(uvec4(4 * c) + uvec4(0, 1, 2, 3), uvec4(t))); }
+vec4 piece_where_positive(vec4 p, vec4 value) { return mix(vec4(0.0), value, greaterThan(p, vec4(0.0))); }
+#else
+float piece_sum(float v) { return v; }
+float piece_max(float v) { return v; }
+float piece_element(float v, uint i) { return v; }
+float piece_one_hot(uint c, uint t) { return c == t ? 1.0 : 0.0; }
+float piece_where_positive(float p, float value) { return p > 0.0 ? value : 0.0; }
+#endif

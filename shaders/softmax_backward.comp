@@ -6,27 +6,29 @@
 
 layout(constant_id = 0) const uint WG = 64;  // workgroup size
 layout(local_size_x_id = 0) in;
+#include "pieces.glsl"
 #include "softmax_reduce.glsl"
 
-layout(set = 0, binding = 0) readonly buffer Y { float y[]; };     // rows x cols
-layout(set = 0, binding = 1) readonly buffer DY { float dy[]; };   // rows x cols
-layout(set = 0, binding = 2) writeonly buffer DX { float dx[]; };  // rows x cols
+PIECES(0, y)                                                     // rows x cols
+PIECES(1, dy)                                                    // rows x cols
+layout(set = 0, binding = 2) writeonly buffer DX { VEC dx[]; };  // rows x cols
 
 layout(push_constant) uniform Push {
   uint row_begin;
   uint row_end;
-  uint cols;
+  uint cols;  // a multiple of WIDTH
 } pc;
 
 void main() {
   uint row = pc.row_begin + flat_group_index();
   if (row >= pc.row_end) return;  // the whole workgroup leaves together
-  uint base = row * pc.cols;
+  uint pieces = pc.cols / WIDTH;
+  uint base = row * pieces;
   uint tid = gl_LocalInvocationID.x;
 
   float partial = 0.0;
-  for (uint j = tid; j < pc.cols; j += WG) partial += dy[base + j] * y[base + j];
+  for (uint c = tid; c < pieces; c += WG) partial += dot(dy_at(base + c), y_at(base + c));
   float dot_dy_y = workgroup_sum(partial);
 
-  for (uint j = tid; j < pc.cols; j += WG) dx[base + j] = y[base + j] * (dy[base + j] - dot_dy_y);
+  for (uint c = tid; c < pieces; c += WG) dx[base + c] = y_at(base + c) * (dy_at(base + c) - dot_dy_y);
 }

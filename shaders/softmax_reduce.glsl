@@ -1,7 +1,7 @@
 // Workgroup reductions for the row-wise softmax kernels, which run one workgroup per row:
 // subgroup operations within each subgroup, then shared memory across subgroups. Every
 // invocation gets the result. Call them from uniform control flow only.
-// The including shader declares its local size before including this file.
+// The including shader declares its local size and includes pieces.glsl before this file.
 #extension GL_KHR_shader_subgroup_basic : require
 #extension GL_KHR_shader_subgroup_arithmetic : require
 #include "workgroup_sum.glsl"
@@ -30,6 +30,11 @@ void online_logsumexp_add(inout float m, inout float s, float x) {
   } else if (m != NEG_INF) {
     s += exp(x - m);
   }
+}
+
+// online_logsumexp_add for each element of a piece.
+void online_logsumexp_add_piece(inout float m, inout float s, VEC x) {
+  for (uint i = 0; i < WIDTH; i++) online_logsumexp_add(m, s, piece_element(x, i));
 }
 
 // Merges every invocation's (m, s) pair into the workgroup's pair, so that

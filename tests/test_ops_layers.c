@@ -456,7 +456,7 @@ typedef struct embedding_shape {
 
 /* Includes the model's 512 x 64 table over 300 rows. */
 static const embedding_shape embedding_shapes[] = {
-    {1, 1, 1}, {7, 5, 33}, {300, 512, 64}, {257, 33, 7}, {33, 1, 257}, {65, 3, 9},
+    {1, 1, 1}, {7, 5, 33}, {300, 512, 64}, {257, 33, 7}, {33, 1, 257}, {65, 3, 9}, {5, 9, 4},
 };
 
 static void check_embedding(asu_device *dev, embedding_shape s) {
@@ -551,7 +551,7 @@ static void check_embedding(asu_device *dev, embedding_shape s) {
 
 /* An F16 table: the texel build widens each element exactly. */
 static void check_embedding_f16(asu_device *dev) {
-  enum { ROWS = 9, VOCAB = 5, DIM = 7 };
+  enum { ROWS = 9, VOCAB = 5, DIM = 12 };
   float *table = kc_random(VOCAB * DIM, -1.0f, 1.0f);
   uint16_t halves[VOCAB * DIM];
   for (int i = 0; i < VOCAB * DIM; i++) halves[i] = asu_f32_to_f16(table[i]);

@@ -453,5 +453,12 @@ int main(void) {
   test_all_vocabs(dev);
   test_invalid_arguments(dev);
   asu_device_destroy(dev);
+
+  /* Without texel views the kernels with a texel build read storage buffers at every width. */
+  setenv("ASU_TEXELS", "0", 1);
+  dev = kc_device();
+  test_all_vocabs(dev);
+  asu_device_destroy(dev);
+  unsetenv("ASU_TEXELS");
   return kc_finish();
 }
