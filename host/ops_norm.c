@@ -41,12 +41,13 @@ int asu_op_rmsnorm(asu_cmd *cmd, asu_buffer *x, asu_buffer *w, asu_buffer *y, as
   }
   if (rows == 0 || dim == 0) return asu_cmd_status(cmd, NULL);
 
+  asu_buffer *buffers[] = {x, w, y, rstd};
+  bool texel = asu_ops_use_texels(cmd, buffers, 2, dim);
   uint32_t local_size = row_local_size(cmd);
-  asu_kernel *kernel =
-      asu_ops_kernel(cmd, "rmsnorm_forward", &local_size, 1, 4, sizeof(rmsnorm_push));
+  asu_kernel *kernel = asu_ops_kernel_pieces(cmd, "rmsnorm_forward", texel, 0x3, &local_size, 1,
+                                             4, sizeof(rmsnorm_push));
   if (!kernel) return asu_cmd_status(cmd, NULL);
   rmsnorm_push push = {rows, dim, eps};
-  asu_buffer *buffers[] = {x, w, y, rstd};
   asu_ops_dispatch_1d(cmd, kernel, buffers, &push, rows, 1);
   return asu_cmd_status(cmd, NULL);
 }
@@ -67,19 +68,28 @@ int asu_op_rmsnorm_backward(asu_cmd *cmd, asu_buffer *x, asu_buffer *w, asu_buff
 
   rmsnorm_backward_push push = {rows, dim};
   uint32_t local_size = row_local_size(cmd);
-  asu_kernel *input_kernel = asu_ops_kernel(cmd, "rmsnorm_backward_input", &local_size, 1, 5,
-                                            sizeof(rmsnorm_backward_push));
+  /* dx is read through binding 5 and written through binding 4. */
+  asu_buffer *input_buffers[] = {x, w, rstd, dy, dx, dx};
+  asu_buffer *inputs[] = {x, w, dy, dx};
+  bool texel = asu_ops_use_texels(cmd, inputs, 4, dim);
+  asu_kernel *input_kernel = asu_ops_kernel_pieces(cmd, "rmsnorm_backward_input", texel, 0x2b,
+                                                   &local_size, 1, 6,
+                                                   sizeof(rmsnorm_backward_push));
   if (!input_kernel) return asu_cmd_status(cmd, NULL);
-  asu_buffer *input_buffers[] = {x, w, rstd, dy, dx};
   asu_ops_dispatch_1d(cmd, input_kernel, input_buffers, &push, rows, 1);
 
   if (dw) {
+    /* dw is read through binding 4 and written through binding 3. */
+    asu_buffer *weight_buffers[] = {x, rstd, dy, dw, dw};
+    asu_buffer *weight_inputs[] = {x, dy, dw};
+    bool texel_columns = asu_ops_use_texels(cmd, weight_inputs, 3, dim);
     uint32_t column_local_size = ASU_OPS_LOCAL_SIZE;
-    asu_kernel *weight_kernel = asu_ops_kernel(cmd, "rmsnorm_backward_weight",
-                                               &column_local_size, 1, 4, sizeof(push));
+    asu_kernel *weight_kernel =
+        asu_ops_kernel_pieces(cmd, "rmsnorm_backward_weight", texel_columns, 0x15,
+                              &column_local_size, 1, 5, sizeof(push));
     if (!weight_kernel) return asu_cmd_status(cmd, NULL);
-    asu_buffer *weight_buffers[] = {x, rstd, dy, dw};
-    asu_ops_dispatch_1d(cmd, weight_kernel, weight_buffers, &push, dim, column_local_size);
+    asu_ops_dispatch_1d(cmd, weight_kernel, weight_buffers, &push,
+                        texel_columns ? dim / 4 : dim, column_local_size);
   }
   return asu_cmd_status(cmd, NULL);
 }

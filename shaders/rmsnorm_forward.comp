@@ -7,28 +7,32 @@
 
 layout(local_size_x_id = 0) in;
 #include "workgroup_sum.glsl"
+#include "pieces.glsl"
 
-layout(set = 0, binding = 0) readonly buffer X { float x[]; };     // rows x dim
-layout(set = 0, binding = 1) readonly buffer W { float w[]; };     // dim
-layout(set = 0, binding = 2) writeonly buffer Y { float y[]; };    // rows x dim
+PIECES(0, x)                                                       // rows x dim
+PIECES(1, w)                                                       // dim
+layout(set = 0, binding = 2) writeonly buffer Y { VEC y[]; };      // rows x dim
 layout(set = 0, binding = 3) writeonly buffer Rstd { float rstd[]; };  // rows
 
 layout(push_constant) uniform Push {
-  uint rows, dim;
+  uint rows, dim;  // dim a multiple of WIDTH
   float eps;
 } pc;
 
 void main() {
   uint row = flat_group_index();
   if (row >= pc.rows) return;  // uniform over the workgroup
-  uint base = row * pc.dim;
+  uint pieces = pc.dim / WIDTH;
+  uint base = row * pieces;
 
   float sum_sq = 0.0;
-  for (uint j = gl_LocalInvocationID.x; j < pc.dim; j += gl_WorkGroupSize.x)
-    sum_sq += x[base + j] * x[base + j];
+  for (uint c = gl_LocalInvocationID.x; c < pieces; c += gl_WorkGroupSize.x) {
+    VEC x_c = x_at(base + c);
+    sum_sq += dot(x_c, x_c);
+  }
   float r = 1.0 / sqrt(workgroup_sum(sum_sq) / float(pc.dim) + pc.eps);
 
-  for (uint j = gl_LocalInvocationID.x; j < pc.dim; j += gl_WorkGroupSize.x)
-    y[base + j] = x[base + j] * r * w[j];
+  for (uint c = gl_LocalInvocationID.x; c < pieces; c += gl_WorkGroupSize.x)
+    y[base + c] = x_at(base + c) * r * w_at(c);
   if (gl_LocalInvocationID.x == 0) rstd[row] = r;
 }
