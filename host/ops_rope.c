@@ -30,11 +30,15 @@ int asu_op_rope(asu_cmd *cmd, asu_buffer *x, asu_buffer *positions, uint32_t row
     return asu_cmd_status(cmd, NULL);
   if (elements == 0) return asu_cmd_status(cmd, NULL);
 
+  /* x is read through binding 2 and written through binding 0. The texel build rotates two
+     pairs of one head per invocation, so it needs head_dim to be a multiple of 4. */
+  asu_buffer *buffers[] = {x, positions, x};
+  bool texel = asu_ops_use_texels(cmd, &x, 1, head_dim);
   uint32_t local_size = ASU_OPS_LOCAL_SIZE;
-  asu_kernel *kernel = asu_ops_kernel(cmd, "rope", &local_size, 1, 2, sizeof(rope_push));
+  asu_kernel *kernel = asu_ops_kernel_pieces(cmd, "rope", texel, 0x4, &local_size, 1, 3,
+                                             sizeof(rope_push));
   if (!kernel) return asu_cmd_status(cmd, NULL);
   rope_push push = {rows, n_heads, head_dim, (float)log2((double)theta), inverse ? -1.0f : 1.0f};
-  asu_buffer *buffers[] = {x, positions};
-  asu_ops_dispatch_1d(cmd, kernel, buffers, &push, elements / 2, local_size);
+  asu_ops_dispatch_1d(cmd, kernel, buffers, &push, elements / (texel ? 4 : 2), local_size);
   return asu_cmd_status(cmd, NULL);
 }
