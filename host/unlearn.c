@@ -54,7 +54,6 @@ static int check_config(const asu_unlearn_config *c, asu_error *err) {
 typedef struct unlearn_run {
   asu_model *m;
   const asu_unlearn_config *cfg;
-  asu_token_set tokens;
   uint32_t n_forget, n_retain, forget_rows;
   asu_batch *batch;
   asu_acts *acts;
@@ -83,7 +82,6 @@ static void run_free(unlearn_run *r) {
   free(r->loss_host);
   free(r->student_scales);
   free(r->teacher_scales);
-  asu_token_set_free(&r->tokens);
 }
 
 /* A loss coefficient of 0 still measures its term, with weight 1, but its gradient is zeroed. */
@@ -220,17 +218,44 @@ static int train(unlearn_run *r, asu_progress_fn on_progress, void *user, asu_er
   return ASU_OK;
 }
 
-static int prepare_heldout(unlearn_run *r, const asu_dataset *heldout, asu_error *err) {
+int asu_unlearn_tokens(asu_model *m, const asu_unlearn_config *cfg, const asu_token_set *examples,
+                       uint32_t n_forget, const asu_token_set *heldout,
+                       asu_progress_fn on_progress, void *user, asu_lora **out, asu_error *err) {
+  *out = NULL;
+  int rc = check_config(cfg, err);
+  if (rc) return rc;
+  if (n_forget == 0 || n_forget > examples->count)
+    return asu_error_set(err, ASU_ERR_INVALID, "the forget set is empty; give at least one "
+                         "example to forget");
+  unlearn_run r = {.m = m, .cfg = cfg};
+  r.n_forget = n_forget;
+  r.n_retain = (uint32_t)examples->count - n_forget;
+  rc = asu_batch_create(m, examples->items, examples->count, &r.batch, err);
+  if (!rc) rc = prepare_buffers(&r, err);
+  if (!rc && heldout &&
+      (rc = asu_evaluator_create(m, heldout, cfg->lora_rank, &r.heldout, err)))
+    asu_error_wrap(err, "held-out text: ");
+  if (!rc) rc = compute_teacher(&r, err);
+  if (!rc) rc = train(&r, on_progress, user, err);
+  if (!rc) {
+    *out = r.lora;
+    r.lora = NULL;
+  }
+  asu_lora_destroy(r.lora);
+  run_free(&r);
+  return rc;
+}
+
+/* The held-out text as tokens: the given data set, or the model's own greedy story. */
+static int heldout_tokens(asu_model *m, const asu_unlearn_config *cfg, const asu_dataset *heldout,
+                          asu_token_set *set, asu_error *err) {
   asu_dataset story = {0};
   int rc = ASU_OK;
   if (!heldout || heldout->count == 0) {
-    rc = asu_base_story(r->m, 128, &story, err);
+    rc = asu_base_story(m, 128, &story, err);
     heldout = &story;
   }
-  asu_token_set set = {0};
-  if (!rc) rc = asu_token_set_add(r->m, r->cfg->prompt_template, heldout, &set, err);
-  if (!rc) rc = asu_evaluator_create(r->m, &set, r->cfg->lora_rank, &r->heldout, err);
-  asu_token_set_free(&set);
+  if (!rc) rc = asu_token_set_add(m, cfg->prompt_template, heldout, set, err);
   asu_dataset_free(&story);
   return rc ? asu_error_wrap(err, "held-out text: ") : ASU_OK;
 }
@@ -244,24 +269,17 @@ int asu_unlearn(asu_model *m, const asu_unlearn_config *cfg, const asu_dataset *
   if (!forget || forget->count == 0)
     return asu_error_set(err, ASU_ERR_INVALID, "the forget set is empty; give at least one "
                          "example to forget");
-  unlearn_run r = {.m = m, .cfg = cfg};
-  r.n_forget = (uint32_t)forget->count;
-  r.n_retain = retain ? (uint32_t)retain->count : 0;
+  asu_token_set examples = {0}, held = {0};
   const char *tmpl = cfg->prompt_template;
-  rc = asu_token_set_add(m, tmpl, forget, &r.tokens, err);
+  rc = asu_token_set_add(m, tmpl, forget, &examples, err);
   if (rc) asu_error_wrap(err, "forget set: ");
-  if (!rc && (rc = asu_token_set_add(m, tmpl, retain, &r.tokens, err)))
+  if (!rc && (rc = asu_token_set_add(m, tmpl, retain, &examples, err)))
     asu_error_wrap(err, "retain set: ");
-  if (!rc) rc = asu_batch_create(m, r.tokens.items, r.tokens.count, &r.batch, err);
-  if (!rc) rc = prepare_buffers(&r, err);
-  if (!rc) rc = prepare_heldout(&r, heldout, err);
-  if (!rc) rc = compute_teacher(&r, err);
-  if (!rc) rc = train(&r, on_progress, user, err);
-  if (!rc) {
-    *out = r.lora;
-    r.lora = NULL;
-  }
-  asu_lora_destroy(r.lora);
-  run_free(&r);
+  if (!rc) rc = heldout_tokens(m, cfg, heldout, &held, err);
+  if (!rc)
+    rc = asu_unlearn_tokens(m, cfg, &examples, (uint32_t)forget->count, &held, on_progress,
+                            user, out, err);
+  asu_token_set_free(&examples);
+  asu_token_set_free(&held);
   return rc;
 }
