@@ -41,7 +41,7 @@ int asu_decoder_init(asu_decoder *d, asu_model *m, uint32_t capacity, uint32_t m
     rc = asu_buffer_create(m->dev, kv_bytes, &d->kv.k[l], err);
     if (!rc) rc = asu_buffer_create(m->dev, kv_bytes, &d->kv.v[l], err);
   }
-  if (!rc) rc = asu_acts_create(m, max_rows, rank, &d->acts, err);
+  if (!rc) rc = asu_acts_create_shared(m, max_rows, rank, &d->acts, err);
   if (!rc) rc = asu_buffer_create(m->dev, max_rows * sizeof(int32_t), &d->ids, err);
   if (!rc) rc = asu_buffer_create(m->dev, max_rows * sizeof(int32_t), &d->positions, err);
   if (!rc) rc = asu_buffer_create(m->dev, 2 * max_rows * sizeof(int32_t), &d->q_ranges, err);

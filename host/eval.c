@@ -39,7 +39,7 @@ int asu_evaluator_create(asu_model *m, const asu_token_set *set, uint32_t lora_r
     asu_layer_scales(m, 1.0f, 0, e->scales);
     rc = asu_upload_floats(m->dev, w, rows, &e->weights, err);
   }
-  if (!rc) rc = asu_acts_create(m, rows, lora_rank, &e->acts, err);
+  if (!rc) rc = asu_acts_create_shared(m, rows, lora_rank, &e->acts, err);
   if (!rc) rc = asu_buffer_create(m->dev, (size_t)rows * sizeof(float), &e->loss, err);
   if (!rc) rc = asu_buffer_create(m->dev, (size_t)rows * m->cfg.vocab * sizeof(float),
                                   &e->dlogits, err);

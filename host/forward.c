@@ -39,17 +39,31 @@ static int create_layer_acts(asu_model *m, uint32_t rows, uint32_t rank, asu_lay
   return rc;
 }
 
-int asu_acts_create(asu_model *m, uint32_t rows, uint32_t lora_rank, asu_acts **out,
-                    asu_error *err) {
+/* Layer 0's buffers for every layer, with the residual stream x alternating between layer 0's
+   and layer 1's. */
+static int create_shared_layers(asu_model *m, asu_acts *a, asu_error *err) {
+  int rc = create_layer_acts(m, a->rows, a->lora_rank, &a->layers[0], err);
+  if (rc || a->n_layers == 1) return rc;
+  a->layers[1] = a->layers[0];
+  a->layers[1].x = NULL;
+  rc = create_floats(m->dev, (size_t)a->rows * m->cfg.dim, &a->layers[1].x, err);
+  for (uint32_t l = 2; l < a->n_layers && !rc; l++) a->layers[l] = a->layers[l % 2];
+  return rc;
+}
+
+static int create_acts(asu_model *m, uint32_t rows, uint32_t lora_rank, bool shared,
+                       asu_acts **out, asu_error *err) {
   *out = NULL;
   asu_acts *a = calloc(1, sizeof *a);
   if (!a) return asu_error_set(err, ASU_ERR_NOMEM, "out of memory");
   a->rows = rows;
   a->lora_rank = lora_rank;
   a->n_layers = m->cfg.n_layers;
+  a->shared = shared;
   a->layers = calloc(m->cfg.n_layers, sizeof *a->layers);
   int rc = a->layers ? ASU_OK : asu_error_set(err, ASU_ERR_NOMEM, "out of memory");
-  for (uint32_t l = 0; l < m->cfg.n_layers && !rc; l++)
+  if (!rc && shared) rc = create_shared_layers(m, a, err);
+  for (uint32_t l = 0; l < m->cfg.n_layers && !rc && !shared; l++)
     rc = create_layer_acts(m, rows, lora_rank, &a->layers[l], err);
   if (!rc) rc = create_floats(m->dev, (size_t)rows * m->cfg.dim, &a->x_final, err);
   if (!rc) rc = create_floats(m->dev, (size_t)rows * m->cfg.dim, &a->h_final, err);
@@ -64,6 +78,16 @@ int asu_acts_create(asu_model *m, uint32_t rows, uint32_t lora_rank, asu_acts **
   return ASU_OK;
 }
 
+int asu_acts_create(asu_model *m, uint32_t rows, uint32_t lora_rank, asu_acts **out,
+                    asu_error *err) {
+  return create_acts(m, rows, lora_rank, false, out, err);
+}
+
+int asu_acts_create_shared(asu_model *m, uint32_t rows, uint32_t lora_rank, asu_acts **out,
+                           asu_error *err) {
+  return create_acts(m, rows, lora_rank, true, out, err);
+}
+
 static void destroy_layer_acts(asu_layer_acts *la) {
   asu_buffer *all[] = {la->x, la->h_attn, la->rstd_attn, la->q, la->k, la->v, la->att, la->lse,
                        la->x_mid, la->h_ffn, la->rstd_ffn, la->gate, la->up, la->act};
@@ -73,8 +97,14 @@ static void destroy_layer_acts(asu_layer_acts *la) {
 
 void asu_acts_destroy(asu_acts *a) {
   if (!a) return;
-  /* Layers after a failed creation are zeroed, and destroying NULL buffers is a no-op. */
-  for (uint32_t l = 0; a->layers && l < a->n_layers; l++) destroy_layer_acts(&a->layers[l]);
+  /* Layers after a failed creation are zeroed, and destroying NULL buffers is a no-op. Shared
+     layers own layer 0's buffers and layer 1's x. */
+  if (a->shared && a->layers) {
+    destroy_layer_acts(&a->layers[0]);
+    if (a->n_layers > 1) asu_buffer_destroy(a->layers[1].x);
+  }
+  for (uint32_t l = 0; !a->shared && a->layers && l < a->n_layers; l++)
+    destroy_layer_acts(&a->layers[l]);
   free(a->layers);
   asu_buffer_destroy(a->x_final);
   asu_buffer_destroy(a->h_final);

@@ -109,12 +109,20 @@ typedef struct asu_layer_acts {
 
 typedef struct asu_acts {
   uint32_t rows, lora_rank, n_layers;
+  bool shared;  /* the layers share one set of buffers (asu_acts_create_shared) */
   asu_layer_acts *layers;
   asu_buffer *x_final, *h_final, *rstd_final, *logits;
 } asu_acts;
 
+/* Activations that the backward pass reads: every layer has its own buffers. */
 int asu_acts_create(asu_model *m, uint32_t rows, uint32_t lora_rank, asu_acts **out,
                     asu_error *err);
+/* Activations for a forward pass only (generation, evaluation): the layers share one set of
+   buffers, each overwritten by the next layer, except the residual stream, which alternates
+   between two buffers since a layer reads one and writes the other. Memory then stays that of
+   one layer instead of growing with the depth. */
+int asu_acts_create_shared(asu_model *m, uint32_t rows, uint32_t lora_rank, asu_acts **out,
+                           asu_error *err);
 void asu_acts_destroy(asu_acts *a);
 
 /* A key/value cache for generation: per layer, context_length rows of n_kv_head * head_dim. */

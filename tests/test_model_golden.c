@@ -269,12 +269,41 @@ static void test_golden(asu_model *m, const char *data_dir) {
   cJSON_Delete(golden);
 }
 
+/* Device bytes that creating activations for `rows` rows takes, shared across layers or not. */
+static uint64_t acts_bytes(asu_model *m, uint32_t rows, bool shared) {
+  uint64_t before, after, peak;
+  asu_device_memory_usage(m->dev, &before, &peak);
+  asu_acts *a = NULL;
+  asu_error err;
+  int rc = shared ? asu_acts_create_shared(m, rows, 8, &a, &err)
+                  : asu_acts_create(m, rows, 8, &a, &err);
+  CHECK(rc == ASU_OK, "activations for %u rows: %s", rows, err.message);
+  asu_device_memory_usage(m->dev, &after, &peak);
+  asu_acts_destroy(a);
+  uint64_t released;
+  asu_device_memory_usage(m->dev, &released, &peak);
+  CHECK(released == before, "destroying the %s activations left %llu bytes",
+        shared ? "shared" : "per-layer", (unsigned long long)(released - before));
+  return after - before;
+}
+
+/* The greedy text above runs on shared activations, so they give the same tokens. Their size
+   does not grow with the depth, while the per-layer set holds 5 layers here: the shared set
+   must take under half of its memory even with the final norm and logits counted in both. */
+static void test_shared_activations(asu_model *m) {
+  uint64_t shared = acts_bytes(m, 256, true), per_layer = acts_bytes(m, 256, false);
+  CHECK(m->cfg.n_layers == 5, "the shared model has %u layers", m->cfg.n_layers);
+  CHECK(2 * shared < per_layer, "shared activations take %llu bytes, per-layer ones %llu",
+        (unsigned long long)shared, (unsigned long long)per_layer);
+}
+
 int main(void) {
   const char *data_dir = shared_data_dir();
   asu_model *m = data_dir ? load_shared_model() : NULL;
   if (!m) return 1;
   test_greedy_text(m, data_dir);
   test_golden(m, data_dir);
+  test_shared_activations(m);
   asu_model_destroy(m);
   return TEST_SUMMARY();
 }
