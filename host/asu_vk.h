@@ -72,7 +72,7 @@ void asu_device_memory_usage(const asu_device *dev, uint64_t *current, uint64_t 
 int asu_kernel_get(asu_device *dev, const char *shader, const uint32_t *spec, uint32_t n_spec,
                    uint32_t n_buffers, uint32_t push_bytes, asu_kernel **out, asu_error *err);
 /* The same, with the bindings whose bit is set in texel_bindings declared as uniform texel
-   buffers of 4-float texels (samplerBuffer in GLSL) instead of storage buffers. Their buffers
+   buffers of 4-element texels (samplerBuffer in GLSL) instead of storage buffers. Their buffers
    must have texels (asu_buffer_has_texels). */
 int asu_kernel_get_texel(asu_device *dev, const char *shader, const uint32_t *spec,
                          uint32_t n_spec, uint32_t n_buffers, uint32_t texel_bindings,

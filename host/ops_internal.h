@@ -55,10 +55,10 @@ static inline asu_kernel *asu_ops_kernel_texel(asu_cmd *cmd, const char *shader,
   return kernel;
 }
 
-/* Whether a kernel with a texel build (shaders/pieces.glsl) reads its inputs as texels: on
-   devices with narrow subgroups (CPU SIMD lanes), where texel gathers beat per-lane storage
-   loads, when n (its length, or row width) is a multiple of 4 and every input is an F32 buffer
-   with a texel view. */
+/* Whether a kernel with a texel build (shaders/pieces.glsl) reads its inputs as texels. It does
+   on devices with narrow subgroups (CPU SIMD lanes), where texel gathers beat per-lane storage
+   loads. n (its length, or its row width) must be a multiple of 4, and every input an F32
+   buffer with a texel view. */
 static inline bool asu_ops_use_texels(asu_cmd *cmd, asu_buffer *const *inputs, size_t n_inputs,
                                       uint64_t n) {
   if (n % 4 != 0 || asu_device_get_info(asu_cmd_device(cmd))->subgroup_size >= 16) return false;

@@ -1,6 +1,6 @@
-/* ASU training as asu_unlearn runs it, timed through its progress reports, on random token ids:
-   half the examples are forget examples (KL to the teacher at tau 3), half retain examples
-   (NLL), with the default rank-8 LoRA adapter on every projection and AdamW. */
+/* ASU training as asu_unlearn runs it, timed through its progress reports, on random token ids.
+   Half the examples are forget examples (KL to the teacher at tau 3) and half retain examples
+   (NLL); the adapter is the default one, rank 8 on every projection, trained with AdamW. */
 #include <math.h>
 #include <stdlib.h>
 
