@@ -36,9 +36,11 @@ enum { TILED_WG = 16, TILED_TM = 4, TILED_TN = 4, TILED_BK = 16 };
 
 /* Register tile of one invocation in the register variant. 8 x 8 ran about 1.7 times faster
    than 4 x 4 on lavapipe (LLVM 15, 8-wide AVX2) for the 8000 x 512 x 64 logits product. The
-   texel variant's cheaper loads favour taller tiles: of the sizes from 4 x 8 to 32 x 8 and
-   16 x 16, 16 x 8 was among the fastest at every 768-wide shape of asu-bench. */
-enum { REGISTER_TM = 8, REGISTER_TN = 8, TEXEL_TM = 16, TEXEL_TN = 8 };
+   texel variant's cheaper loads favour larger tiles. Of the sizes from 4 x 8 to 64 x 16 at the
+   768-wide shapes of asu-bench, 32 x 8 was among the fastest where B is transposed (NT) and
+   32 x 16 where it is not (NN, TN), about 1.3 times 16 x 8 there; 64 rows spill registers and
+   run 3 times slower. */
+enum { REGISTER_TM = 8, REGISTER_TN = 8, TEXEL_TM = 32, TEXEL_TN = 8, TEXEL_TN_WIDE = 16 };
 
 /* Rows of C per invocation: the smallest power of two covering m, up to max_rows, so that
    products of a few rows (decoding) do not compute unused rows. */
@@ -183,9 +185,12 @@ static asu_kernel *variant_kernel(asu_cmd *cmd, gemm_variant variant, const asu_
   }
   /* A transposed A is read 4 rows at a time. */
   uint32_t tm = tile_rows(args->m, TEXEL_TM);
+  /* Wide tiles only where C has columns for them. */
+  bool wide = !args->trans_b && args->n >= subgroup * TEXEL_TN_WIDE;
+  uint32_t tn = wide ? TEXEL_TN_WIDE : TEXEL_TN;
   if (args->trans_a && tm < 4) tm = 4;
-  *tile_m = tm, *tile_n = subgroup * TEXEL_TN;
-  uint32_t spec[] = {subgroup, tm, TEXEL_TN, args->trans_a, args->trans_b};
+  *tile_m = tm, *tile_n = subgroup * tn;
+  uint32_t spec[] = {subgroup, tm, tn, args->trans_a, args->trans_b};
   return asu_ops_kernel_texel(cmd, "gemm_texel", spec, 5, 3, 0x3, sizeof(gemm_push));
 }
 

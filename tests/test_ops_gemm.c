@@ -20,7 +20,7 @@ static const gemm_case cases[] = {
     {257, 33, 1, 1, 1, 1, 0, 7, 0, 2.0f, -0.75f},
     {7, 33, 257, 3, 1, 5, 2, 3, 1, 0.5f, -1.25f},
     /* Register tiles are 8 x 64 on an 8-wide subgroup (fewer rows when m < 8), texel tiles
-       16 x 64, shared tiles 64 x 64 with K slices of 16. */
+       32 x 64 or 32 x 128, shared tiles 64 x 64 with K slices of 16. */
     {8, 64, 16, 0, 0, 0, 0, 0, 0, 1.0f, 0.0f},
     {9, 65, 17, 0, 0, 0, 0, 0, 0, 1.0f, 1.0f},
     {3, 63, 15, 1, 1, 1, 1, 1, 1, 1.0f, 0.5f},
@@ -43,8 +43,8 @@ static const gemm_case cases[] = {
 };
 
 /* m, n and k are equal modulo 4 and the padding makes every leading dimension a multiple of 4 in
-   all four transposes, so the texel variant runs these: edge tiles, K tails of 1 to 3, one row
-   (decoding) and the backward layouts at an odd size. */
+   all four transposes, so the texel variant runs these: edge tiles (one row or column past a
+   texel tile), K tails of 1 to 3, one row (decoding) and the backward layouts at an odd size. */
 static const gemm_case aligned_cases[] = {
     {12, 68, 20, 0, 0, 0, 4, 8, 3, 1.0f, 0.0f},
     {9, 65, 33, 3, 3, 2, 4, 0, 5, 1.0f, 0.5f},
@@ -52,6 +52,7 @@ static const gemm_case aligned_cases[] = {
     {17, 65, 9, 3, 3, 3, 0, 0, 0, 1.0f, 0.0f},
     {1, 257, 65, 3, 3, 0, 0, 0, 0, 1.0f, 0.0f},
     {130, 70, 258, 2, 2, 1, 8, 4, 0, -1.0f, 0.5f},
+    {33, 129, 41, 3, 3, 0, 0, 0, 0, 1.0f, 0.0f},
 };
 
 /* The logits case: 8000 rows of width 64 against a 512-token vocabulary. */
