@@ -11,8 +11,10 @@ static void track_usage(asu_device *dev, int64_t delta) {
   pthread_mutex_unlock(&dev->usage_lock);
 }
 
+/* A buffer in memory of memory_type, mapped when `map`. Pooled buffers share memory blocks;
+   staging buffers, which live for one transfer, get their own. */
 static int create_with_type(asu_device *dev, size_t bytes, uint32_t memory_type, bool map,
-                            asu_buffer **out, asu_error *err) {
+                            bool pooled, asu_buffer **out, asu_error *err) {
   *out = NULL;
   if (bytes == 0) bytes = 4; /* zero-sized Vulkan buffers are invalid; keep a word */
   if (bytes > dev->info.max_storage_buffer_range)
@@ -49,22 +51,22 @@ static int create_with_type(asu_device *dev, size_t bytes, uint32_t memory_type,
     free(buf);
     return asu_error_set(err, ASU_ERR_VULKAN, "no memory type fits a buffer of %zu bytes", bytes);
   }
-  VkMemoryAllocateInfo alloc = {
-      .sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO,
-      .allocationSize = req.size,
-      .memoryTypeIndex = (uint32_t)type,
-  };
-  r = vkAllocateMemory(dev->device, &alloc, NULL, &buf->memory);
-  if (r == VK_SUCCESS) r = vkBindBufferMemory(dev->device, buf->buffer, buf->memory, 0);
-  if (r == VK_SUCCESS && map) r = vkMapMemory(dev->device, buf->memory, 0, VK_WHOLE_SIZE, 0, &buf->mapped);
-  if (r != VK_SUCCESS) {
-    int rc = asu_vk_fail(err, r, "allocating buffer memory");
+  int rc = asu_pool_alloc(dev, &req, (uint32_t)type, map, pooled, &buf->alloc, err);
+  if (!rc) {
+    buf->alloc_size = req.size;
+    r = vkBindBufferMemory(dev->device, buf->buffer, buf->alloc.memory, buf->alloc.offset);
+    if (r != VK_SUCCESS) {
+      rc = asu_vk_fail(err, r, "vkBindBufferMemory");
+      asu_pool_free(dev, &buf->alloc, buf->alloc_size);
+    }
+  }
+  if (rc) {
     asu_error_wrap(err, "a buffer of %zu bytes: ", bytes);
-    if (buf->memory) vkFreeMemory(dev->device, buf->memory, NULL);
     vkDestroyBuffer(dev->device, buf->buffer, NULL);
     free(buf);
     return rc;
   }
+  buf->mapped = buf->alloc.mapped;
   track_usage(dev, (int64_t)req.size);
   buf->size = bytes;
   *out = buf;
@@ -96,7 +98,8 @@ int asu_buffer_create(asu_device *dev, size_t bytes, asu_buffer **out, asu_error
 
 int asu_buffer_create_elements(asu_device *dev, size_t bytes, asu_element element,
                                asu_buffer **out, asu_error *err) {
-  int rc = create_with_type(dev, bytes, dev->device_local_type, dev->info.unified_memory, out, err);
+  int rc = create_with_type(dev, bytes, dev->device_local_type, dev->info.unified_memory, true,
+                            out, err);
   if (!rc) {
     (*out)->element = element;
     rc = create_texel_view(*out, err);
@@ -115,13 +118,10 @@ asu_element asu_buffer_element(const asu_buffer *buf) { return buf->element; }
 void asu_buffer_destroy(asu_buffer *buf) {
   if (!buf) return;
   asu_device *dev = buf->dev;
-  VkMemoryRequirements req;
-  vkGetBufferMemoryRequirements(dev->device, buf->buffer, &req);
-  if (buf->mapped) vkUnmapMemory(dev->device, buf->memory);
   if (buf->texels) vkDestroyBufferView(dev->device, buf->texels, NULL);
   vkDestroyBuffer(dev->device, buf->buffer, NULL);
-  vkFreeMemory(dev->device, buf->memory, NULL);
-  track_usage(dev, -(int64_t)req.size);
+  asu_pool_free(dev, &buf->alloc, buf->alloc_size);
+  track_usage(dev, -(int64_t)buf->alloc_size);
   free(buf);
 }
 
@@ -141,7 +141,7 @@ static int staged_transfer(asu_buffer *buf, size_t offset, void *host, size_t by
                            asu_error *err) {
   asu_device *dev = buf->dev;
   asu_buffer *staging = NULL;
-  int rc = create_with_type(dev, bytes, dev->staging_type, true, &staging, err);
+  int rc = create_with_type(dev, bytes, dev->staging_type, true, false, &staging, err);
   if (rc) return rc;
   if (upload) memcpy(staging->mapped, host, bytes);
   asu_cmd *cmd = NULL;

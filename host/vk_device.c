@@ -323,6 +323,7 @@ int asu_device_create(const char *selector, asu_device **out, asu_error *err) {
   pthread_mutex_init(&dev->queue_lock, NULL);
   pthread_mutex_init(&dev->kernels_lock, NULL);
   pthread_mutex_init(&dev->usage_lock, NULL);
+  pthread_mutex_init(&dev->pool_lock, NULL);
   if (!selector) selector = getenv("ASU_DEVICE");
 
   int rc = create_instance(dev, err);
@@ -357,6 +358,7 @@ void asu_device_destroy(asu_device *dev) {
     vkDeviceWaitIdle(dev->device);
     asu_kernels_destroy(dev);
     asu_pipeline_cache_save(dev);
+    asu_pool_destroy(dev);
     vkDestroyDevice(dev->device, NULL);
   }
   if (dev->messenger) {
@@ -368,6 +370,7 @@ void asu_device_destroy(asu_device *dev) {
   pthread_mutex_destroy(&dev->queue_lock);
   pthread_mutex_destroy(&dev->kernels_lock);
   pthread_mutex_destroy(&dev->usage_lock);
+  pthread_mutex_destroy(&dev->pool_lock);
   free(dev);
 }
 

@@ -29,6 +29,9 @@ struct asu_device {
   pthread_mutex_t usage_lock;
   uint64_t memory_current, memory_peak;
 
+  pthread_mutex_t pool_lock;
+  struct asu_memory_block *blocks;  /* vk_pool.c */
+
   /* ASU_PROFILE=1: every dispatch is submitted alone and timed, per shader. */
   bool profile;
   struct asu_profile_entry {
@@ -39,10 +42,29 @@ struct asu_device {
   uint32_t profile_count;
 };
 
+/* Where a buffer's memory lies: a range of a shared block, or its own allocation (block NULL). */
+typedef struct asu_allocation {
+  VkDeviceMemory memory;
+  VkDeviceSize offset;
+  struct asu_memory_block *block;
+  void *mapped;  /* the buffer's first byte, when mapped */
+} asu_allocation;
+
+/* Allocates memory of `type` for req: from a shared block when pooled and small enough. map
+   maps it for the host. */
+int asu_pool_alloc(asu_device *dev, const VkMemoryRequirements *req, uint32_t type, bool map,
+                   bool pooled, asu_allocation *out, asu_error *err);
+/* Frees an allocation of `size` bytes (the size it was requested with). */
+void asu_pool_free(asu_device *dev, const asu_allocation *a, VkDeviceSize size);
+uint32_t asu_pool_block_count(asu_device *dev);
+/* Frees every block; all buffers must be gone. */
+void asu_pool_destroy(asu_device *dev);
+
 struct asu_buffer {
   asu_device *dev;
   VkBuffer buffer;
-  VkDeviceMemory memory;
+  asu_allocation alloc;
+  VkDeviceSize alloc_size;
   size_t size;
   void *mapped;  /* non-NULL when the memory is host-visible */
   VkBufferView texels;  /* the buffer as texels of 4 elements, or VK_NULL_HANDLE */

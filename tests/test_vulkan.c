@@ -6,6 +6,7 @@
 
 #include "asu_ops.h"
 #include "asu_vk.h"
+#include "vk_internal.h"
 
 static int passed, failed;
 
@@ -128,6 +129,63 @@ static void test_selector(void) {
   CHECK(strstr(err.message, "no such device name") != NULL, "message: %s", err.message);
 }
 
+/* Fills buffer i with words that name it and the word's place. */
+static void fill_pattern(asu_buffer *b, uint32_t i, size_t words) {
+  uint32_t *w = malloc(words * 4);
+  for (size_t k = 0; k < words; k++) w[k] = i * 1000003u + (uint32_t)k;
+  asu_error err;
+  asu_buffer_upload(b, 0, w, words * 4, &err);
+  free(w);
+}
+
+static size_t wrong_words(asu_buffer *b, uint32_t i, size_t words) {
+  uint32_t *w = malloc(words * 4);
+  asu_error err;
+  asu_buffer_download(b, 0, w, words * 4, &err);
+  size_t wrong = 0;
+  for (size_t k = 0; k < words; k++) wrong += w[k] != i * 1000003u + (uint32_t)k;
+  free(w);
+  return wrong;
+}
+
+/* Small buffers share memory blocks, and many of them take one block. None overlaps another:
+   each keeps its own pattern through frees and through new buffers in the freed ranges. A
+   large buffer takes its own allocation, and the last free releases the block. */
+static void test_shared_blocks(asu_device *dev) {
+  enum { N = 300 };
+  asu_buffer *bufs[N] = {0};
+  size_t words[N];
+  asu_error err;
+  for (uint32_t i = 0; i < N; i++) {
+    words[i] = 1 + (i * 7919u) % 20000;
+    CHECK(asu_buffer_create(dev, words[i] * 4, &bufs[i], &err) == ASU_OK, "buffer %u: %s", i,
+          err.message);
+    fill_pattern(bufs[i], i, words[i]);
+  }
+  CHECK(asu_pool_block_count(dev) == 1, "%u buffers of at most 80 KB took %u blocks", N,
+        asu_pool_block_count(dev));
+  for (uint32_t i = 0; i < N; i += 2) {
+    asu_buffer_destroy(bufs[i]);
+    words[i] = 1 + (i * 104729u) % 30000;
+    CHECK(asu_buffer_create(dev, words[i] * 4, &bufs[i], &err) == ASU_OK, "buffer %u again: %s",
+          i, err.message);
+    fill_pattern(bufs[i], i, words[i]);
+  }
+  size_t wrong = 0;
+  for (uint32_t i = 0; i < N; i++) wrong += wrong_words(bufs[i], i, words[i]);
+  CHECK(wrong == 0, "%zu words changed in buffers sharing blocks", wrong);
+
+  uint32_t blocks = asu_pool_block_count(dev);
+  asu_buffer *big = NULL;
+  CHECK(asu_buffer_create(dev, 40u << 20, &big, &err) == ASU_OK, "40 MiB buffer: %s",
+        err.message);
+  CHECK(asu_pool_block_count(dev) == blocks, "a 40 MiB buffer went into a shared block");
+  asu_buffer_destroy(big);
+  for (uint32_t i = 0; i < N; i++) asu_buffer_destroy(bufs[i]);
+  CHECK(asu_pool_block_count(dev) == 0, "%u blocks remain after every buffer is gone",
+        asu_pool_block_count(dev));
+}
+
 int main(void) {
   asu_device *dev;
   asu_error err;
@@ -136,6 +194,7 @@ int main(void) {
     return 1;
   }
   test_transfers(dev);
+  test_shared_blocks(dev);
   test_axpy(dev);
   test_selector();
   test_pipeline_cache();
