@@ -200,6 +200,10 @@ int asu_model_load(const char *gguf_path, const char *device_selector, asu_model
     if (!m->layers) rc = asu_error_set(err, ASU_ERR_NOMEM, "out of memory");
   }
   if (!rc) rc = asu_device_create(device_selector, &m->dev, err);
+  const char *weights = getenv("ASU_WEIGHTS");
+  if (weights && *weights && strcmp(weights, "f32") != 0)
+    asu_log_warn("ASU_WEIGHTS is '%s', which is ignored: its one setting is 'f32', to widen F16 "
+                 "weights on load", weights);
   if (!rc) rc = load_weights(m, err);
   if (rc) {
     asu_error_wrap(err, "loading model '%s': ", gguf_path);

@@ -16,10 +16,12 @@ void asu_token_set_free(asu_token_set *set);
 
 /* asu_unlearn on examples already tokenized: the first n_forget of `examples` are forget
    examples and the rest retain examples. heldout may be NULL, and then no held-out NLL is
-   measured (the progress reports NaN). */
+   measured (the progress reports NaN). When teacher_seconds is not NULL it receives the wall
+   time of the teacher pass, which runs once before the first step. */
 int asu_unlearn_tokens(asu_model *m, const asu_unlearn_config *cfg, const asu_token_set *examples,
                        uint32_t n_forget, const asu_token_set *heldout,
-                       asu_progress_fn on_progress, void *user, asu_lora **out, asu_error *err);
+                       asu_progress_fn on_progress, void *user, asu_lora **out,
+                       double *teacher_seconds, asu_error *err);
 
 /* Per-row loss weights: rows that predict an answer token of example e get
    coefficient / (n_examples * answer tokens of e), over examples [first, first + n) of b. */

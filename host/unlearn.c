@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "asu_log.h"
 #include "train_internal.h"
@@ -218,9 +219,16 @@ static int train(unlearn_run *r, asu_progress_fn on_progress, void *user, asu_er
   return ASU_OK;
 }
 
+static double seconds_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 int asu_unlearn_tokens(asu_model *m, const asu_unlearn_config *cfg, const asu_token_set *examples,
                        uint32_t n_forget, const asu_token_set *heldout,
-                       asu_progress_fn on_progress, void *user, asu_lora **out, asu_error *err) {
+                       asu_progress_fn on_progress, void *user, asu_lora **out,
+                       double *teacher_seconds, asu_error *err) {
   *out = NULL;
   int rc = check_config(cfg, err);
   if (rc) return rc;
@@ -235,7 +243,9 @@ int asu_unlearn_tokens(asu_model *m, const asu_unlearn_config *cfg, const asu_to
   if (!rc && heldout &&
       (rc = asu_evaluator_create(m, heldout, cfg->lora_rank, &r.heldout, err)))
     asu_error_wrap(err, "held-out text: ");
+  double teacher_start = seconds_now();
   if (!rc) rc = compute_teacher(&r, err);
+  if (!rc && teacher_seconds) *teacher_seconds = seconds_now() - teacher_start;
   if (!rc) rc = train(&r, on_progress, user, err);
   if (!rc) {
     *out = r.lora;
@@ -278,7 +288,7 @@ int asu_unlearn(asu_model *m, const asu_unlearn_config *cfg, const asu_dataset *
   if (!rc) rc = heldout_tokens(m, cfg, heldout, &held, err);
   if (!rc)
     rc = asu_unlearn_tokens(m, cfg, &examples, (uint32_t)forget->count, &held, on_progress,
-                            user, out, err);
+                            user, out, NULL, err);
   asu_token_set_free(&examples);
   asu_token_set_free(&held);
   return rc;

@@ -341,6 +341,8 @@ int asu_device_create(const char *selector, asu_device **out, asu_error *err) {
   /* ASU_TEXELS=0 gives buffers no texel views, so every kernel reads storage buffers. */
   const char *texels = getenv("ASU_TEXELS");
   if (texels && !strcmp(texels, "0")) dev->info.max_texel_buffer_elements = 0;
+  else if (texels && *texels && strcmp(texels, "1") != 0)
+    asu_log_warn("ASU_TEXELS is '%s', which is ignored: set 0 to turn texel reads off", texels);
   const asu_device_info *i = &dev->info;
   asu_log_info("vulkan device: %s (%s, vendor 0x%04x), subgroup size %u, shared memory %u bytes, "
                "fp16 arithmetic %s, 16-bit storage %s, device memory %.1f GiB%s",

@@ -80,6 +80,16 @@ static int apply_option(bench_options *o, const char *arg, const char *value) {
   return 0;
 }
 
+static bool takes_value(const char *arg) {
+  static const char *const valued[] = {
+      "--model", "--device", "--filter", "--only", "--repeats", "--prompt-tokens",
+      "--decode-tokens", "--train-examples", "--train-tokens",
+  };
+  for (size_t i = 0; i < sizeof valued / sizeof *valued; i++)
+    if (!strcmp(arg, valued[i])) return true;
+  return false;
+}
+
 /* Returns 0, 1 for --help, or -1 on a bad command line. --quick is read first, since it sets
    the defaults that the other options override. */
 static int parse_args(int argc, char **argv, bench_options *o) {
@@ -92,7 +102,10 @@ static int parse_args(int argc, char **argv, bench_options *o) {
     if (!strcmp(arg, "--json")) o->json = true;
     else if (!strcmp(arg, "--quick")) continue;
     else if (!strcmp(arg, "--no-llama")) o->llama = false;
-    else if (i + 1 >= argc) {
+    else if (!takes_value(arg)) {
+      fprintf(stderr, "asu-bench: unknown option '%s'\n", arg);
+      return -1;
+    } else if (i + 1 >= argc) {
       fprintf(stderr, "asu-bench: %s needs a value\n", arg);
       return -1;
     } else if (apply_option(o, arg, argv[++i])) {
@@ -125,12 +138,16 @@ static int run_kernels(const bench_options *o, bench_machine *machine, bench_res
   int rc = asu_device_create(o->device, &dev, err);
   if (rc) return rc;
   machine->device = *asu_device_get_info(dev);
+  size_t before = r->count;
   if (o->kernels) {
     rc = bench_gemm(o, dev, r, err);
     if (!rc) rc = bench_memory(o, dev, r, err);
     if (!rc) rc = bench_attention(o, dev, r, err);
   }
   asu_device_destroy(dev);
+  if (!rc && o->kernels && o->filter && r->count == before)
+    rc = asu_error_set(err, ASU_ERR_NOT_FOUND, "no kernel row matches --filter '%s'; rows are "
+                       "named like 'gemm 512x768x768 NT' or 'rmsnorm 512x768'", o->filter);
   return rc;
 }
 

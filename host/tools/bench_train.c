@@ -1,4 +1,5 @@
-/* ASU training as asu_unlearn runs it, timed through its progress reports, on random token ids.
+/* ASU training as asu_unlearn runs it, on random token ids: its steps timed through the progress
+   reports, and its teacher pass by the trainer itself.
    Half the examples are forget examples (KL to the teacher at tau 3) and half retain examples
    (NLL); the adapter is the default one, rank 8 on every projection, trained with AdamW. */
 #include <math.h>
@@ -46,16 +47,15 @@ static int compare_doubles(const void *a, const void *b) {
 }
 
 /* Report k comes after step k. The last step has no backward pass, and step 0 may differ from
-   the rest as the first, so steps 1 .. steps - 1 are timed, and their median is one step. What
-   the job does before report 0, less one step, is its setup and teacher pass. */
-static void split_times(const report_times *t, double *teacher, double *step) {
+   the rest as the first, so steps 1 .. steps - 1 are timed, and their median is one step. */
+static double median_step(const report_times *t) {
   uint32_t n = t->n - 2;
   double *steps = malloc(n * sizeof *steps);
   for (uint32_t k = 0; k < n; k++) steps[k] = t->at[k + 1] - t->at[k];
   qsort(steps, n, sizeof *steps, compare_doubles);
-  *step = n % 2 ? steps[n / 2] : 0.5 * (steps[n / 2 - 1] + steps[n / 2]);
-  *teacher = t->at[0] - *step;
+  double median = n % 2 ? steps[n / 2] : 0.5 * (steps[n / 2 - 1] + steps[n / 2]);
   free(steps);
+  return median;
 }
 
 int bench_train_times(const bench_options *o, asu_model *m, uint32_t *rows,
@@ -73,14 +73,16 @@ int bench_train_times(const bench_options *o, asu_model *m, uint32_t *rows,
   /* A short job first, so that the timed one compiles no kernel. */
   asu_unlearn_config warm_up = cfg;
   warm_up.steps = 1;
-  if (!rc) rc = asu_unlearn_tokens(m, &warm_up, &examples, n_forget, NULL, NULL, NULL, &lora, err);
+  if (!rc)
+    rc = asu_unlearn_tokens(m, &warm_up, &examples, n_forget, NULL, NULL, NULL, &lora, NULL, err);
   asu_lora_destroy(lora);
   lora = NULL;
   times.start = bench_now();
   if (!rc)
-    rc = asu_unlearn_tokens(m, &cfg, &examples, n_forget, NULL, on_report, &times, &lora, err);
+    rc = asu_unlearn_tokens(m, &cfg, &examples, n_forget, NULL, on_report, &times, &lora,
+                            teacher_seconds, err);
   if (!rc) {
-    split_times(&times, teacher_seconds, step_seconds);
+    *step_seconds = median_step(&times);
     *rows = o->train_examples * o->train_tokens;
   }
   asu_lora_destroy(lora);
