@@ -13,4 +13,7 @@ void asu_log(enum asu_log_level level, const char *fmt, ...) __attribute__((form
 #define asu_log_warn(...) asu_log(ASU_LOG_WARN, __VA_ARGS__)
 #define asu_log_error(...) asu_log(ASU_LOG_ERROR, __VA_ARGS__)
 
+/* Returns seconds on a monotonic clock, for timing intervals. */
+double asu_monotonic_seconds(void);
+
 #endif

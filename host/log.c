@@ -45,3 +45,9 @@ void asu_log(enum asu_log_level level, const char *fmt, ...) {
   }
   fputs(line, stderr);
 }
+
+double asu_monotonic_seconds(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}

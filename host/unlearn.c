@@ -4,7 +4,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "asu_log.h"
 #include "train_internal.h"
@@ -219,12 +218,6 @@ static int train(unlearn_run *r, asu_progress_fn on_progress, void *user, asu_er
   return ASU_OK;
 }
 
-static double seconds_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 int asu_unlearn_tokens(asu_model *m, const asu_unlearn_config *cfg, const asu_token_set *examples,
                        uint32_t n_forget, const asu_token_set *heldout,
                        asu_progress_fn on_progress, void *user, asu_lora **out,
@@ -243,9 +236,9 @@ int asu_unlearn_tokens(asu_model *m, const asu_unlearn_config *cfg, const asu_to
   if (!rc && heldout &&
       (rc = asu_evaluator_create(m, heldout, cfg->lora_rank, &r.heldout, err)))
     asu_error_wrap(err, "held-out text: ");
-  double teacher_start = seconds_now();
+  double teacher_start = asu_monotonic_seconds();
   if (!rc) rc = compute_teacher(&r, err);
-  if (!rc && teacher_seconds) *teacher_seconds = seconds_now() - teacher_start;
+  if (!rc && teacher_seconds) *teacher_seconds = asu_monotonic_seconds() - teacher_start;
   if (!rc) rc = train(&r, on_progress, user, err);
   if (!rc) {
     *out = r.lora;

@@ -3,7 +3,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "asu_log.h"
 #include "vk_internal.h"
@@ -83,19 +82,13 @@ int asu_cmd_status(const asu_cmd *cmd, asu_error *err) {
   return cmd->error.code;
 }
 
-static double now_seconds(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 /* Submits everything recorded so far, which ends with the dispatch of `shader`, and charges the
    wall time to that shader. Work recorded before it is charged too, so profiles are exact only
    when every dispatch is profiled. */
 static void profile_dispatch(asu_cmd *cmd, const char *shader) {
-  double start = now_seconds();
+  double start = asu_monotonic_seconds();
   asu_error err;
-  if (asu_cmd_submit(cmd, &err) == ASU_OK) asu_profile_add(cmd->dev, shader, now_seconds() - start);
+  if (asu_cmd_submit(cmd, &err) == ASU_OK) asu_profile_add(cmd->dev, shader, asu_monotonic_seconds() - start);
   else asu_cmd_fail(cmd, err.code, "%s", err.message);
 }
 
