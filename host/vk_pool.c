@@ -45,8 +45,8 @@ static void remove_range(struct asu_memory_block *b, uint32_t at) {
   b->n_free--;
 }
 
-/* Takes size bytes at an aligned offset from the first free range with room for them; the parts
-   of the range before and after stay free. Returns false when no range has room. */
+/* Takes size bytes at an aligned offset from the first free range with room for them. The parts
+   of that range before and after stay free. Returns false when no range has room. */
 static bool take(struct asu_memory_block *b, VkDeviceSize size, VkDeviceSize alignment,
                  VkDeviceSize *offset) {
   for (uint32_t i = 0; i < b->n_free; i++) {
@@ -85,25 +85,39 @@ static void give_back(struct asu_memory_block *b, VkDeviceSize offset, VkDeviceS
   b->used -= size;
 }
 
+/* Allocates `size` bytes of memory of `type`, mapped for the host when `map`. */
+static int allocate(asu_device *dev, VkDeviceSize size, uint32_t type, bool map,
+                    VkDeviceMemory *memory, void **mapped, asu_error *err) {
+  VkMemoryAllocateInfo info = {
+      .sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO,
+      .allocationSize = size,
+      .memoryTypeIndex = type,
+  };
+  *memory = VK_NULL_HANDLE;
+  *mapped = NULL;
+  VkResult r = vkAllocateMemory(dev->device, &info, NULL, memory);
+  if (r == VK_SUCCESS && map) r = vkMapMemory(dev->device, *memory, 0, VK_WHOLE_SIZE, 0, mapped);
+  if (r == VK_SUCCESS) return ASU_OK;
+  if (*memory) vkFreeMemory(dev->device, *memory, NULL);
+  *memory = VK_NULL_HANDLE;
+  return asu_vk_fail(err, r, "allocating device memory");
+}
+
 static int new_block(asu_device *dev, uint32_t type, bool map, struct asu_memory_block **out,
                      asu_error *err) {
   struct asu_memory_block *b = calloc(1, sizeof *b);
   if (!b) return asu_error_set(err, ASU_ERR_NOMEM, "out of memory");
   b->type = type;
   b->size = POOL_BLOCK_BYTES;
-  VkMemoryAllocateInfo info = {
-      .sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO,
-      .allocationSize = b->size,
-      .memoryTypeIndex = type,
-  };
-  VkResult r = vkAllocateMemory(dev->device, &info, NULL, &b->memory);
-  if (r == VK_SUCCESS && map) r = vkMapMemory(dev->device, b->memory, 0, VK_WHOLE_SIZE, 0, &b->mapped);
-  if (r != VK_SUCCESS || !insert_range(b, 0, (pool_range){0, b->size})) {
+  int rc = allocate(dev, b->size, type, map, &b->memory, &b->mapped, err);
+  if (!rc && !insert_range(b, 0, (pool_range){0, b->size}))
+    rc = asu_error_set(err, ASU_ERR_NOMEM, "out of memory");
+  if (rc) {
+    if (b->mapped) vkUnmapMemory(dev->device, b->memory);
     if (b->memory) vkFreeMemory(dev->device, b->memory, NULL);
     free(b->free);
     free(b);
-    return r != VK_SUCCESS ? asu_vk_fail(err, r, "allocating a memory block")
-                           : asu_error_set(err, ASU_ERR_NOMEM, "out of memory");
+    return rc;
   }
   b->next = dev->blocks;
   dev->blocks = b;
@@ -121,27 +135,12 @@ static void free_block(asu_device *dev, struct asu_memory_block *b) {
   free(b);
 }
 
-static int alloc_dedicated(asu_device *dev, const VkMemoryRequirements *req, uint32_t type,
-                           bool map, asu_allocation *out, asu_error *err) {
-  VkMemoryAllocateInfo info = {
-      .sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO,
-      .allocationSize = req->size,
-      .memoryTypeIndex = type,
-  };
-  *out = (asu_allocation){0};
-  VkResult r = vkAllocateMemory(dev->device, &info, NULL, &out->memory);
-  if (r == VK_SUCCESS && map) r = vkMapMemory(dev->device, out->memory, 0, VK_WHOLE_SIZE, 0, &out->mapped);
-  if (r != VK_SUCCESS) {
-    if (out->memory) vkFreeMemory(dev->device, out->memory, NULL);
-    return asu_vk_fail(err, r, "allocating buffer memory");
-  }
-  return ASU_OK;
-}
-
 int asu_pool_alloc(asu_device *dev, const VkMemoryRequirements *req, uint32_t type, bool map,
                    bool pooled, asu_allocation *out, asu_error *err) {
-  if (!pooled || req->size > POOL_BLOCK_BYTES / 4)
-    return alloc_dedicated(dev, req, type, map, out, err);
+  if (!pooled || req->size > POOL_BLOCK_BYTES / 4) {
+    *out = (asu_allocation){0};
+    return allocate(dev, req->size, type, map, &out->memory, &out->mapped, err);
+  }
   pthread_mutex_lock(&dev->pool_lock);
   struct asu_memory_block *b = dev->blocks;
   VkDeviceSize offset = 0;
