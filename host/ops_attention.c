@@ -31,11 +31,11 @@ static uint32_t attention_local_size(asu_cmd *cmd) {
 }
 
 /* Picks the build of the attention kernels. "buffer" reads head rows one float at a time from
-   storage buffers; "texel" reads them as texels of 4 floats (shaders/pieces.glsl),
-   which needs head_dim to be a multiple of 4 and buffers with texel views. Devices with narrow
-   subgroups (CPU SIMD lanes) get texels where possible. ASU_ATTENTION_VARIANT=buffer or =texel
-   forces one; a forced texel build fails where it cannot run. Returns false after recording
-   the failure in cmd. */
+   storage buffers. "texel" reads them as texels of 4 floats (shaders/pieces.glsl), so it needs
+   head_dim to be a multiple of 4 and buffers with texel views. Devices with narrow subgroups
+   (CPU SIMD lanes) get texels where possible. ASU_ATTENTION_VARIANT=buffer or =texel forces a
+   build, and a forced texel build fails where it cannot run. Returns false after recording the
+   failure in cmd. */
 static bool use_texels(asu_cmd *cmd, const char *op, uint32_t head_dim, asu_buffer *const *rows,
                        size_t n_rows, bool *texel) {
   bool possible = head_dim % 4 == 0;
@@ -140,8 +140,8 @@ int asu_op_attention_backward(asu_cmd *cmd, const asu_attention_backward_args *a
   bool texel;
   if (!use_texels(cmd, op, a->head_dim, rows, 5, &texel)) return asu_cmd_status(cmd, NULL);
   const uint32_t spec[2] = {attention_local_size(cmd), a->head_dim};
-  /* Head rows: q, k, v, out and dout (bindings 0, 1, 2, 4, 6) for dq; q, k, v and dout
-     (0, 1, 2, 6) for dk and dv. */
+  /* The head rows are q, k, v, out and dout (bindings 0, 1, 2, 4, 6) for dq, and q, k, v and
+     dout (bindings 0, 1, 2, 6) for dk and dv. */
   asu_kernel *dq_kernel = asu_ops_kernel_pieces(cmd, "attention_backward_dq", texel, 0x57, spec, 2,
                                                    9, sizeof(attention_push));
   asu_kernel *dkdv_kernel =

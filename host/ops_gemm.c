@@ -140,8 +140,8 @@ static gemm_problem transposed_problem(const asu_gemm_args *a) {
 }
 
 /* Settles the variant for one product. Only the texel variant reads F16 operands, so they take
-   it on any device. A texel variant chosen by default falls back to the register variant where
-   it cannot read the operands; a forced one, or one that F16 operands need, fails instead. */
+   it on any device. Where the texel variant cannot read the operands, a default choice falls
+   back to the register variant. A forced choice, or one that F16 operands need, fails. */
 static int settle_variant(asu_cmd *cmd, const asu_gemm_args *g, gemm_variant *variant) {
   bool f16 = asu_buffer_element(g->a) == ASU_ELEMENT_F16 ||
              asu_buffer_element(g->b) == ASU_ELEMENT_F16;
@@ -183,12 +183,12 @@ static asu_kernel *variant_kernel(asu_cmd *cmd, gemm_variant variant, const asu_
                        can_read_vec4_k(args)};
     return asu_ops_kernel(cmd, "gemm", spec, 7, 3, sizeof(gemm_push));
   }
-  /* A transposed A is read 4 rows at a time. */
   uint32_t tm = tile_rows(args->m, TEXEL_TM);
+  /* A transposed A is read 4 rows at a time. */
+  if (args->trans_a && tm < 4) tm = 4;
   /* Wide tiles only where C has columns for them. */
   bool wide = !args->trans_b && args->n >= subgroup * TEXEL_TN_WIDE;
   uint32_t tn = wide ? TEXEL_TN_WIDE : TEXEL_TN;
-  if (args->trans_a && tm < 4) tm = 4;
   *tile_m = tm, *tile_n = subgroup * tn;
   uint32_t spec[] = {subgroup, tm, tn, args->trans_a, args->trans_b};
   return asu_ops_kernel_texel(cmd, "gemm_texel", spec, 5, 3, 0x3, sizeof(gemm_push));

@@ -73,8 +73,8 @@ static int create_with_type(asu_device *dev, size_t bytes, uint32_t memory_type,
   return ASU_OK;
 }
 
-/* Gives buf a view as texels of 4 elements when the device can address that many texels;
-   kernels that read through texel buffers fall back to storage-buffer loads otherwise. */
+/* Gives buf a view as texels of 4 elements when the device can address that many texels.
+   Without one, kernels that read through texel buffers fall back to storage-buffer loads. */
 static int create_texel_view(asu_buffer *buf, asu_error *err) {
   VkDeviceSize texel_bytes = buf->element == ASU_ELEMENT_F16 ? 8 : 16;
   VkDeviceSize texels = (buf->size + texel_bytes - 1) / texel_bytes;

@@ -288,8 +288,8 @@ static uint64_t acts_bytes(asu_model *m, uint32_t rows, bool shared) {
 }
 
 /* The greedy text above runs on shared activations, so they give the same tokens. Their size
-   does not grow with the depth, while the per-layer set holds 5 layers here: the shared set
-   must take under half of its memory even with the final norm and logits counted in both. */
+   does not grow with the depth, while the per-layer set has 5 layers here. So the shared set
+   must take under half of its memory, even with the final norm and logits counted in both. */
 static void test_shared_activations(asu_model *m) {
   uint64_t shared = acts_bytes(m, 256, true), per_layer = acts_bytes(m, 256, false);
   CHECK(m->cfg.n_layers == 5, "the shared model has %u layers", m->cfg.n_layers);

@@ -452,7 +452,7 @@ static void test_invalid_arguments(asu_device *dev) {
   a.k_ranges = NULL;
   expect_invalid(dev, "missing k_ranges", &a, true, "k_ranges");
 
-  /* A forced texel build refuses head rows it cannot read 4 floats at a time. */
+  /* A forced texel build rejects head rows it cannot read 4 floats at a time. */
   setenv("ASU_ATTENTION_VARIANT", "texel", 1);
   a = args;
   a.fwd.head_dim = 6;

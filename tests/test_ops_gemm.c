@@ -42,9 +42,10 @@ static const gemm_case cases[] = {
     {5, 6, 0, 0, 0, 0, 0, 0, 0, 1.0f, 0.0f},
 };
 
-/* m, n and k are equal modulo 4 and the padding makes every leading dimension a multiple of 4 in
-   all four transposes, so the texel variant runs these: edge tiles (one row or column past a
-   texel tile), K tails of 1 to 3, one row (decoding) and the backward layouts at an odd size. */
+/* In these cases m, n and k are equal modulo 4, and the padding makes every leading dimension a
+   multiple of 4 in all four transposes, so the texel variant runs them. They cover edge tiles
+   (one row or column past a texel tile), K tails of 1 to 3, one row (decoding) and the backward
+   layouts at an odd size. */
 static const gemm_case aligned_cases[] = {
     {12, 68, 20, 0, 0, 0, 4, 8, 3, 1.0f, 0.0f},
     {9, 65, 33, 3, 3, 2, 4, 0, 5, 1.0f, 0.5f},
@@ -220,8 +221,8 @@ static asu_buffer *f16_buffer(asu_device *dev, float *x, size_t n) {
   return buf;
 }
 
-/* F16 weights: B (and for one case A too) holds F16 elements, which the texel variant widens to
-   F32 and accumulates in F32. The reference uses the same rounded values. */
+/* F16 weights: B (and for one case A too) contains F16 elements, which the texel variant widens
+   to F32 and accumulates in F32. The reference uses the same rounded values. */
 static void check_f16_case(asu_device *dev, const gemm_case *g, bool trans_a, bool trans_b,
                            bool a_f16) {
   gemm_layout l = layout_of(g, trans_a, trans_b);
@@ -304,7 +305,7 @@ static void test_gemm_invalid(asu_device *dev) {
   CHECK(rc == ASU_ERR_INVALID, "gemm without C returned %d", rc);
   asu_cmd_submit(cmd, &err);
 
-  /* A forced texel variant refuses a product whose rows it cannot read 4 floats at a time. */
+  /* A forced texel variant rejects a product whose rows it cannot read 4 floats at a time. */
   setenv("ASU_GEMM_VARIANT", "texel", 1);
   bad = args;
   bad.lda = 5;
@@ -312,9 +313,9 @@ static void test_gemm_invalid(asu_device *dev) {
   rc = asu_op_gemm(cmd, &bad);
   CHECK(rc == ASU_ERR_INVALID, "texel gemm with lda 5 returned %d", rc);
   rc = asu_cmd_submit(cmd, &err);
-  CHECK(rc == ASU_ERR_INVALID && strstr(err.message, "lda 5"),
-        "texel gemm with lda 5: submit returned %d, message '%s' does not name lda", rc,
-        err.message);
+  CHECK(rc == ASU_ERR_INVALID, "texel gemm with lda 5: submit returned %d", rc);
+  CHECK(strstr(err.message, "lda 5") != NULL, "texel gemm with lda 5: message '%s' does not name "
+        "lda", err.message);
 
   /* Only the texel variant reads F16 elements. */
   float weights[16] = {0};
@@ -325,9 +326,9 @@ static void test_gemm_invalid(asu_device *dev) {
   rc = asu_op_gemm(cmd, &bad);
   CHECK(rc == ASU_ERR_INVALID, "register gemm of F16 B returned %d", rc);
   rc = asu_cmd_submit(cmd, &err);
-  CHECK(rc == ASU_ERR_INVALID && strstr(err.message, "F16"),
-        "register gemm of F16 B: submit returned %d, message '%s' does not name F16", rc,
-        err.message);
+  CHECK(rc == ASU_ERR_INVALID, "register gemm of F16 B: submit returned %d", rc);
+  CHECK(strstr(err.message, "F16") != NULL, "register gemm of F16 B: message '%s' does not name "
+        "F16", err.message);
   unsetenv("ASU_GEMM_VARIANT");
   bad.c = half;
   rc = asu_op_gemm(cmd, &bad);

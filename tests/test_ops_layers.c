@@ -556,6 +556,7 @@ static void check_embedding_f16(asu_device *dev) {
   uint16_t halves[VOCAB * DIM];
   for (int i = 0; i < VOCAB * DIM; i++) halves[i] = asu_f32_to_f16(table[i]);
   int32_t ids[ROWS] = {4, 0, -1, 3, 5, 1, 2, 4, 0};
+
   asu_buffer *btable = NULL;
   asu_error err;
   int rc = asu_buffer_create_elements(dev, sizeof halves, ASU_ELEMENT_F16, &btable, &err);
@@ -564,8 +565,9 @@ static void check_embedding_f16(asu_device *dev) {
   asu_buffer *bids = kc_buffer(dev, ids, sizeof ids), *bout = kc_buffer(dev, NULL, ROWS * DIM * 4);
   asu_cmd *cmd = kc_cmd(dev);
   float out[ROWS * DIM];
+
   if (!asu_buffer_has_texels(btable)) {
-    /* Only a texel view widens F16 elements, so without one the op must refuse the table. */
+    /* Only a texel view widens F16 elements, so without one the op must reject the table. */
     rc = asu_op_embedding(cmd, btable, bids, bout, ROWS, VOCAB, DIM);
     CHECK(rc == ASU_ERR_INVALID, "F16 embedding without texel views returned %d", rc);
     rc = asu_cmd_submit(cmd, &err);
@@ -585,6 +587,7 @@ static void check_embedding_f16(asu_device *dev) {
     CHECK(wrong == 0, "F16 embedding: %zu of %d elements differ from the widened table", wrong,
           ROWS * DIM);
   }
+
   asu_cmd_destroy(cmd);
   asu_buffer_destroy(btable);
   asu_buffer_destroy(bids);

@@ -1,7 +1,7 @@
 /* ASU training as asu_unlearn runs it, on random token ids: its steps timed through the progress
    reports, and its teacher pass by the trainer itself.
    Half the examples are forget examples (KL to the teacher at tau 3) and half retain examples
-   (NLL); the adapter is the default one, rank 8 on every projection, trained with AdamW. */
+   (NLL). The adapter is the default one, rank 8 on every projection, trained with AdamW. */
 #include <math.h>
 #include <stdlib.h>
 
