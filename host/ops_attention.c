@@ -42,7 +42,7 @@ static bool use_texels(asu_cmd *cmd, const char *op, uint32_t head_dim, asu_buff
   for (size_t i = 0; i < n_rows; i++) possible = possible && asu_buffer_has_texels(rows[i]);
   const char *forced = getenv("ASU_ATTENTION_VARIANT");
   if (!forced || !*forced) {
-    *texel = possible && asu_device_get_info(asu_cmd_device(cmd))->subgroup_size < 16;
+    *texel = asu_ops_use_texels(cmd, rows, n_rows, head_dim);
     return true;
   }
   if (!strcmp(forced, "buffer")) {
