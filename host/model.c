@@ -199,6 +199,7 @@ int asu_model_load(const char *gguf_path, const char *device_selector, asu_model
     m->layers = calloc(m->cfg.n_layers, sizeof *m->layers);
     if (!m->layers) rc = asu_error_set(err, ASU_ERR_NOMEM, "out of memory");
   }
+  if (!rc) rc = asu_ops_check_environment(err);
   if (!rc) rc = asu_device_create(device_selector, &m->dev, err);
   const char *weights = getenv("ASU_WEIGHTS");
   if (weights && *weights && strcmp(weights, "f32") != 0)
