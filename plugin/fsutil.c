@@ -141,3 +141,42 @@ bool asu_adapter_name_valid(const char *name) {
   }
   return true;
 }
+
+/* Whether path has a ".." component. */
+static bool has_parent_step(const char *path) {
+  for (const char *p = path; *p;) {
+    const char *end = strchr(p, '/');
+    size_t n = end ? (size_t)(end - p) : strlen(p);
+    if (n == 2 && p[0] == '.' && p[1] == '.') return true;
+    p += n;
+    while (*p == '/') p++;
+  }
+  return false;
+}
+
+int asu_fs_confine(const char *root, const char *path, char **resolved, asu_error *err) {
+  *resolved = NULL;
+  if (!root)
+    return asu_error_set(err, ASU_ERR_PERMISSION, "this server takes no paths in requests; start "
+                         "it with a data root (asu-server --data-root DIR) to allow paths under "
+                         "that directory");
+  if (!path[0]) return asu_error_set(err, ASU_ERR_INVALID, "the path is empty");
+  if (has_parent_step(path))
+    return asu_error_set(err, ASU_ERR_PERMISSION, "path '%.200s' has a '..' component; give a "
+                         "path inside the data root %s", path, root);
+  char joined[PATH_MAX];
+  if (snprintf(joined, sizeof joined, "%s/%s", root, path) >= (int)sizeof joined)
+    return asu_error_set(err, ASU_ERR_INVALID, "path '%.200s' is too long", path);
+  char *real = realpath(path[0] == '/' ? path : joined, NULL);
+  if (!real)
+    return asu_error_set(err, ASU_ERR_NOT_FOUND, "path '%.200s': %s", path, strerror(errno));
+  size_t n = strlen(root);
+  if (strncmp(real, root, n) != 0 || (real[n] != '/' && real[n] != '\0')) {
+    free(real);
+    return asu_error_set(err, ASU_ERR_PERMISSION, "path '%.200s' leads outside the data root %s "
+                         "(through a symbolic link or an absolute path); give a path inside it",
+                         path, root);
+  }
+  *resolved = real;
+  return ASU_OK;
+}

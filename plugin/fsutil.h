@@ -7,6 +7,9 @@
 
 #include "asu_error.h"
 
+/* A path outside what the server may touch; mapped to PERMISSION_DENIED. */
+#define ASU_ERR_PERMISSION (-101)
+
 /* Writes len bytes to path atomically: a temporary file in the same directory, fsync, rename,
    then fsync of the directory. */
 int asu_fs_write_atomic(const char *path, const void *data, size_t len, asu_error *err);
@@ -28,5 +31,10 @@ bool asu_fs_is_dir(const char *path);
 /* An adapter name: [A-Za-z0-9._-]{1,64}, not "none" and not starting with '.' (hidden
    directories of the adapters directory belong to the server). */
 bool asu_adapter_name_valid(const char *name);
+
+/* Resolves path (relative paths start at root) and checks that it lies under root, a resolved
+   directory: no ".." component, and no symbolic link leading out. *resolved is malloc'd.
+   Fails with ASU_ERR_PERMISSION when root is NULL or the path leads outside. */
+int asu_fs_confine(const char *root, const char *path, char **resolved, asu_error *err);
 
 #endif

@@ -14,25 +14,6 @@
 
 #define SERVICE "/asu.v1.Asu/"
 
-/* Rejects a request: logs it and sends the status. Returns 0 for use as a handler result. */
-static int reject(asu_rpc_call *c, grpc_status_code code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int reject(asu_rpc_call *c, grpc_status_code code, const char *fmt, ...) {
-  char msg[1024];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(msg, sizeof msg, fmt, ap);
-  va_end(ap);
-  asu_log_warn("request %s: %s: %s: %s", c->request_id, c->method, asu_rpc_status_name(code),
-               msg);
-  asu_rpc_finish(c, NULL, code, msg);
-  return 0;
-}
-
-static int reject_err(asu_rpc_call *c, const asu_error *err) {
-  return reject(c, asu_rpc_status_from_asu(err->code), "%s", err->message);
-}
-
 static double elapsed_ms(const struct timespec *t0) {
   struct timespec t1;
   clock_gettime(CLOCK_MONOTONIC, &t1);
@@ -148,61 +129,25 @@ static int handle_generate(asu_server *s, asu_rpc_call *c) {
   Asu__V1__GenerateRequest *req = (Asu__V1__GenerateRequest *)asu_rpc_recv_request(
       c, &asu__v1__generate_request__descriptor);
   if (!req) return 0;
-  size_t prompt_len = strlen(req->prompt);
-  int rc = 0;
-  if (req->max_tokens > ASU_MAX_TOKENS_LIMIT)
-    rc = reject(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "max_tokens must be <= %u, got %u",
-                ASU_MAX_TOKENS_LIMIT, req->max_tokens);
-  else if (prompt_len > ASU_MAX_PROMPT_BYTES)
-    rc = reject(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "prompt must be at most %u bytes, got %zu",
-                ASU_MAX_PROMPT_BYTES, prompt_len);
-  else if (!isfinite(req->temperature) || req->temperature < 0)
-    rc = reject(c, GRPC_STATUS_INVALID_ARGUMENT, "temperature must be finite and >= 0, got %g",
-                (double)req->temperature);
-  else if (!isfinite(req->top_p) || req->top_p < 0 || req->top_p > 1)
-    rc = reject(c, GRPC_STATUS_INVALID_ARGUMENT, "top_p must be in (0, 1] (0: default 1), got %g",
-                (double)req->top_p);
-  else if (req->adapter[0] && strcmp(req->adapter, "none") != 0 &&
-           !asu_adapter_name_valid(req->adapter))
-    rc = reject(c, GRPC_STATUS_INVALID_ARGUMENT,
-                "adapter must be empty, \"none\" or a name matching [A-Za-z0-9._-]{1,64}, "
-                "got \"%.80s\"",
-                req->adapter);
-  else
-    rc = 1;
-  if (rc == 0) {
-    protobuf_c_message_free_unpacked(&req->base, NULL);
-    return 0;
-  }
-
+  asu_generation_request gr = {
+      .prompt = req->prompt,
+      .prompt_len = strlen(req->prompt),
+      .max_tokens = req->max_tokens,
+      .temperature = req->temperature,
+      .top_p = req->top_p,
+      .seed = req->seed,
+      .adapter = req->adapter,
+  };
+  asu_sampling sp;
   const asu_lora *lora = NULL;
   asu_adapter_ref *ref = NULL;
   asu_adapter_info info;
-  asu_error err;
-  asu_error_clear(&err);
-  if (asu_registry_pin(s->reg, req->adapter, &lora, &ref, &info, &err) != ASU_OK) {
-    char job_id[32];
-    if (asu_jobs_training(s->jobs, req->adapter, job_id))
-      reject(c, GRPC_STATUS_FAILED_PRECONDITION,
-             "adapter \"%s\" is being trained by %s and has no saved version yet", req->adapter,
-             job_id);
-    else
-      reject_err(c, &err);
+  if (!asu_generation_begin(s, c, &gr, &sp, &lora, &ref, &info)) {
     protobuf_c_message_free_unpacked(&req->base, NULL);
     return 0;
   }
-
-  asu_sampling sp = {
-      .max_tokens = req->max_tokens ? req->max_tokens : ASU_DEFAULT_MAX_TOKENS,
-      .temperature = req->temperature,
-      .top_p = req->top_p > 0 ? req->top_p : 1.0f,
-      .seed = req->seed,
-  };
-  asu_log_info("request %s: Generate: adapter %s version %u, %zu prompt bytes, max_tokens %u, "
-               "temperature %g, top_p %g, seed %llu",
-               c->request_id, info.name[0] ? info.name : "(base model)", info.version,
-               prompt_len, sp.max_tokens, (double)sp.temperature, (double)sp.top_p,
-               (unsigned long long)sp.seed);
+  asu_error err;
+  asu_error_clear(&err);
   struct timespec t0;
   clock_gettime(CLOCK_MONOTONIC, &t0);
   gen_state g = {.call = c};
@@ -214,13 +159,13 @@ static int handle_generate(asu_server *s, asu_rpc_call *c) {
                  c->request_id, g.tokens);
     asu_rpc_finish(c, NULL, GRPC_STATUS_CANCELLED, "cancelled");
   } else if (grc != ASU_OK) {
-    reject(c, asu_rpc_status_from_asu(err.code), "generation failed: %s", err.message);
+    asu_reject(c, asu_rpc_status_from_asu(err.code), "generation failed: %s", err.message);
   } else {
     if (g.utf8.n > 0) send_piece(&g, -1, "", 0, true); /* a dangling partial character */
     Asu__V1__GenerateResponse last = ASU__V1__GENERATE_RESPONSE__INIT;
     last.done = 1;
     last.completion_tokens = g.tokens;
-    last.prompt_bytes = (uint32_t)prompt_len;
+    last.prompt_bytes = (uint32_t)gr.prompt_len;
     last.adapter = info.name;
     last.adapter_version = info.version;
     asu_rpc_finish(c, &last.base, GRPC_STATUS_OK, "");
@@ -261,29 +206,29 @@ static void job_to_proto(const asu_job_snapshot *j, Asu__V1__Job *p) {
 static int take_examples(asu_rpc_call *c, const char *field, Asu__V1__Example **ex, size_t n,
                          asu_dataset *ds) {
   if (n > ASU_MAX_EXAMPLES)
-    return reject(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "%s has %zu examples, the limit is %u",
+    return asu_reject(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "%s has %zu examples, the limit is %u",
                   field, n, ASU_MAX_EXAMPLES);
   for (size_t i = 0; i < n; i++) {
     size_t ql = strlen(ex[i]->question), al = strlen(ex[i]->answer);
     if (al == 0)
-      return reject(c, GRPC_STATUS_INVALID_ARGUMENT, "%s[%zu].answer must not be empty", field,
+      return asu_reject(c, GRPC_STATUS_INVALID_ARGUMENT, "%s[%zu].answer must not be empty", field,
                     i);
     if (ql > ASU_MAX_EXAMPLE_BYTES || al > ASU_MAX_EXAMPLE_BYTES)
-      return reject(c, GRPC_STATUS_RESOURCE_EXHAUSTED,
+      return asu_reject(c, GRPC_STATUS_RESOURCE_EXHAUSTED,
                     "%s[%zu].%s must be at most %u bytes, got %zu", field, i,
                     ql > ASU_MAX_EXAMPLE_BYTES ? "question" : "answer", ASU_MAX_EXAMPLE_BYTES,
                     ql > ASU_MAX_EXAMPLE_BYTES ? ql : al);
     asu_error err;
     asu_error_clear(&err);
     if (asu_dataset_add(ds, ql ? ex[i]->question : NULL, ex[i]->answer, &err) != ASU_OK)
-      return reject(c, asu_rpc_status_from_asu(err.code), "%s[%zu]: %s", field, i, err.message);
+      return asu_reject(c, asu_rpc_status_from_asu(err.code), "%s[%zu]: %s", field, i, err.message);
   }
   return 1;
 }
 
 static int check_float(asu_rpc_call *c, const char *field, float v, bool positive) {
   if (!isfinite(v) || v < 0 || (positive && v == 0))
-    return reject(c, GRPC_STATUS_INVALID_ARGUMENT, "%s must be %s, got %g", field,
+    return asu_reject(c, GRPC_STATUS_INVALID_ARGUMENT, "%s must be %s, got %g", field,
                   positive ? "> 0" : "finite and >= 0", (double)v);
   return 1;
 }
@@ -304,22 +249,22 @@ static int lora_target_bit(const char *name) {
 static int build_spec(asu_server *s, asu_rpc_call *c, const Asu__V1__StartUnlearningRequest *r,
                       asu_job_spec *spec) {
   if (!asu_adapter_name_valid(r->adapter_name))
-    return reject(c, GRPC_STATUS_INVALID_ARGUMENT,
+    return asu_reject(c, GRPC_STATUS_INVALID_ARGUMENT,
                   "adapter_name must match [A-Za-z0-9._-]{1,64}, not start with '.' and not be "
                   "\"none\", got \"%.80s\"",
                   r->adapter_name);
   snprintf(spec->adapter_name, sizeof spec->adapter_name, "%s", r->adapter_name);
   if (r->n_forget == 0)
-    return reject(c, GRPC_STATUS_INVALID_ARGUMENT, "forget must have at least one example");
+    return asu_reject(c, GRPC_STATUS_INVALID_ARGUMENT, "forget must have at least one example");
   if (r->n_retain == 0)
-    return reject(c, GRPC_STATUS_INVALID_ARGUMENT, "retain must have at least one example");
+    return asu_reject(c, GRPC_STATUS_INVALID_ARGUMENT, "retain must have at least one example");
 
   asu_unlearn_config *cfg = &spec->cfg;
   asu_unlearn_defaults(cfg);
   if (!strcmp(r->method, "asu_gd")) cfg->method = ASU_METHOD_ASU_GD;
   else if (!strcmp(r->method, "asu_kl")) cfg->method = ASU_METHOD_ASU_KL;
   else if (r->method[0])
-    return reject(c, GRPC_STATUS_INVALID_ARGUMENT,
+    return asu_reject(c, GRPC_STATUS_INVALID_ARGUMENT,
                   "method must be \"asu_gd\" or \"asu_kl\", got \"%.80s\"", r->method);
 
   if (r->tau != 0) {
@@ -332,7 +277,7 @@ static int build_spec(asu_server *s, asu_rpc_call *c, const Asu__V1__StartUnlear
     for (size_t i = 0; i < r->n_tau_layers; i++) {
       uint32_t l = r->tau_layers[i];
       if (l >= n_layers || l >= 64)
-        return reject(c, GRPC_STATUS_INVALID_ARGUMENT,
+        return asu_reject(c, GRPC_STATUS_INVALID_ARGUMENT,
                       "tau_layers[%zu] must be < %u (the model's layer count), got %u", i,
                       n_layers < 64 ? n_layers : 64, l);
       mask |= 1ull << l;
@@ -340,7 +285,7 @@ static int build_spec(asu_server *s, asu_rpc_call *c, const Asu__V1__StartUnlear
     cfg->tau_layers = mask;
   }
   if (r->lora_rank > ASU_MAX_LORA_RANK)
-    return reject(c, GRPC_STATUS_INVALID_ARGUMENT, "lora_rank must be <= %u, got %u",
+    return asu_reject(c, GRPC_STATUS_INVALID_ARGUMENT, "lora_rank must be <= %u, got %u",
                   ASU_MAX_LORA_RANK, r->lora_rank);
   if (r->lora_rank) cfg->lora_rank = r->lora_rank;
   if (!check_float(c, "lora_alpha", r->lora_alpha, false)) return 0;
@@ -350,7 +295,7 @@ static int build_spec(asu_server *s, asu_rpc_call *c, const Asu__V1__StartUnlear
     for (size_t i = 0; i < r->n_lora_targets; i++) {
       int bit = lora_target_bit(r->lora_targets[i]);
       if (!bit)
-        return reject(c, GRPC_STATUS_INVALID_ARGUMENT,
+        return asu_reject(c, GRPC_STATUS_INVALID_ARGUMENT,
                       "lora_targets[%zu] must be one of q, k, v, o, gate, up, down, got "
                       "\"%.80s\"",
                       i, r->lora_targets[i]);
@@ -361,12 +306,12 @@ static int build_spec(asu_server *s, asu_rpc_call *c, const Asu__V1__StartUnlear
   if (!check_float(c, "learning_rate", r->learning_rate, false)) return 0;
   if (r->learning_rate != 0) cfg->learning_rate = r->learning_rate;
   if (r->epochs && r->steps && r->epochs != r->steps)
-    return reject(c, GRPC_STATUS_INVALID_ARGUMENT,
+    return asu_reject(c, GRPC_STATUS_INVALID_ARGUMENT,
                   "epochs (%u) and steps (%u) differ; training is full-batch, so an epoch is a "
                   "step: set one of them", r->epochs, r->steps);
   uint32_t steps = r->steps ? r->steps : r->epochs;
   if (steps > ASU_MAX_STEPS)
-    return reject(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "steps must be <= %u, got %u",
+    return asu_reject(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "steps must be <= %u, got %u",
                   ASU_MAX_STEPS, steps);
   if (steps) cfg->steps = steps;
   if (!check_float(c, "weight_decay", r->weight_decay, false)) return 0;
@@ -380,11 +325,11 @@ static int build_spec(asu_server *s, asu_rpc_call *c, const Asu__V1__StartUnlear
   if (tl > 0) {
     const char *first = strstr(r->prompt_template, "{question}");
     if (tl > ASU_MAX_TEMPLATE_BYTES)
-      return reject(c, GRPC_STATUS_RESOURCE_EXHAUSTED,
+      return asu_reject(c, GRPC_STATUS_RESOURCE_EXHAUSTED,
                     "prompt_template must be at most %u bytes, got %zu", ASU_MAX_TEMPLATE_BYTES,
                     tl);
     if (!first || strstr(first + 1, "{question}"))
-      return reject(c, GRPC_STATUS_INVALID_ARGUMENT,
+      return asu_reject(c, GRPC_STATUS_INVALID_ARGUMENT,
                     "prompt_template must contain \"{question}\" exactly once, got \"%.80s\"",
                     r->prompt_template);
     spec->prompt_template = strdup(r->prompt_template);
@@ -414,7 +359,7 @@ static int handle_start_unlearning(asu_server *s, asu_rpc_call *c) {
     asu_error err;
     asu_error_clear(&err);
     if (asu_jobs_submit(s->jobs, &spec, c->request_id, &snap, &err) != ASU_OK) {
-      reject_err(c, &err);
+      asu_reject_err(c, &err);
     } else {
       Asu__V1__Job job;
       job_to_proto(&snap, &job);
@@ -431,7 +376,7 @@ static Asu__V1__JobRequest *recv_job_request(asu_rpc_call *c) {
   Asu__V1__JobRequest *req =
       (Asu__V1__JobRequest *)asu_rpc_recv_request(c, &asu__v1__job_request__descriptor);
   if (req && !req->job_id[0]) {
-    reject(c, GRPC_STATUS_INVALID_ARGUMENT, "job_id must not be empty");
+    asu_reject(c, GRPC_STATUS_INVALID_ARGUMENT, "job_id must not be empty");
     protobuf_c_message_free_unpacked(&req->base, NULL);
     return NULL;
   }
@@ -448,7 +393,7 @@ static int handle_get_or_cancel(asu_server *s, asu_rpc_call *c, bool cancel) {
   int rc = cancel ? asu_jobs_cancel(s->jobs, req->job_id, ASU_CANCEL_WAIT_MS, &snap, &err)
                   : asu_jobs_get(s->jobs, req->job_id, &snap, &err);
   if (rc != ASU_OK) {
-    reject_err(c, &err);
+    asu_reject_err(c, &err);
   } else {
     Asu__V1__Job job;
     job_to_proto(&snap, &job);
@@ -465,7 +410,7 @@ static int handle_watch_job(asu_server *s, asu_rpc_call *c) {
   asu_error err;
   asu_error_clear(&err);
   if (asu_jobs_get(s->jobs, req->job_id, &snap, &err) != ASU_OK) {
-    reject_err(c, &err);
+    asu_reject_err(c, &err);
     protobuf_c_message_free_unpacked(&req->base, NULL);
     return 0;
   }
@@ -487,7 +432,7 @@ static int handle_watch_job(asu_server *s, asu_rpc_call *c) {
         break;
       }
       if (asu_jobs_wait(s->jobs, req->job_id, seen, 250, &snap, &err) != ASU_OK) {
-        reject_err(c, &err);
+        asu_reject_err(c, &err);
         protobuf_c_message_free_unpacked(&req->base, NULL);
         return 0;
       }
@@ -527,14 +472,14 @@ static int handle_list_adapters(asu_server *s, asu_rpc_call *c) {
   char active[65];
   asu_error err;
   asu_error_clear(&err);
-  if (asu_registry_list(s->reg, &list, &n, active, &err) != ASU_OK) return reject_err(c, &err);
+  if (asu_registry_list(s->reg, &list, &n, active, &err) != ASU_OK) return asu_reject_err(c, &err);
   Asu__V1__Adapter *items = calloc(n ? n : 1, sizeof *items);
   Asu__V1__Adapter **ptrs = calloc(n ? n : 1, sizeof *ptrs);
   if (!items || !ptrs) {
     free(items);
     free(ptrs);
     free(list);
-    return reject(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+    return asu_reject(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
   }
   for (size_t i = 0; i < n; i++) {
     adapter_to_proto(&list[i], &items[i]);
@@ -560,19 +505,19 @@ static int handle_activate(asu_server *s, asu_rpc_call *c) {
   asu_error err;
   asu_error_clear(&err);
   if (!strcmp(req->name, "none")) {
-    reject(c, GRPC_STATUS_INVALID_ARGUMENT,
+    asu_reject(c, GRPC_STATUS_INVALID_ARGUMENT,
            "name \"none\" is the base model; select it with DeactivateAdapter (asu deactivate)");
   } else if (!asu_adapter_name_valid(req->name)) {
-    reject(c, GRPC_STATUS_INVALID_ARGUMENT,
+    asu_reject(c, GRPC_STATUS_INVALID_ARGUMENT,
            "name must match [A-Za-z0-9._-]{1,64} and not start with '.', got \"%.80s\"",
            req->name);
   } else if (!asu_registry_has(s->reg, req->name) &&
              asu_jobs_training(s->jobs, req->name, job_id)) {
-    reject(c, GRPC_STATUS_FAILED_PRECONDITION,
+    asu_reject(c, GRPC_STATUS_FAILED_PRECONDITION,
            "adapter \"%s\" is being trained by %s and has no saved version yet", req->name,
            job_id);
   } else if (asu_registry_activate(s->reg, req->name, &info, &err) != ASU_OK) {
-    reject_err(c, &err);
+    asu_reject_err(c, &err);
   } else {
     asu_log_info("request %s: ActivateAdapter: adapter %s version %u is active", c->request_id,
                  info.name, info.version);
@@ -592,7 +537,7 @@ static int handle_deactivate(asu_server *s, asu_rpc_call *c) {
   char previous[65];
   asu_error err;
   asu_error_clear(&err);
-  if (asu_registry_deactivate(s->reg, previous, &err) != ASU_OK) return reject_err(c, &err);
+  if (asu_registry_deactivate(s->reg, previous, &err) != ASU_OK) return asu_reject_err(c, &err);
   asu_log_info("request %s: DeactivateAdapter: base model active (was %s)", c->request_id,
                previous[0] ? previous : "the base model");
   Asu__V1__DeactivateAdapterResponse resp = ASU__V1__DEACTIVATE_ADAPTER_RESPONSE__INIT;
@@ -601,9 +546,7 @@ static int handle_deactivate(asu_server *s, asu_rpc_call *c) {
   return 0;
 }
 
-/* ---- Dispatch ---- */
-
-typedef int (*handler_fn)(asu_server *s, asu_rpc_call *c);
+/* ---- Method table ---- */
 
 static int handle_get_job(asu_server *s, asu_rpc_call *c) {
   return handle_get_or_cancel(s, c, false);
@@ -613,32 +556,18 @@ static int handle_cancel_job(asu_server *s, asu_rpc_call *c) {
   return handle_get_or_cancel(s, c, true);
 }
 
-static const struct {
-  const char *path;
-  handler_fn fn;
-} methods[] = {
-    {SERVICE "Generate", handle_generate},
-    {SERVICE "StartUnlearning", handle_start_unlearning},
-    {SERVICE "WatchJob", handle_watch_job},
-    {SERVICE "GetJob", handle_get_job},
-    {SERVICE "CancelJob", handle_cancel_job},
-    {SERVICE "ListAdapters", handle_list_adapters},
-    {SERVICE "ActivateAdapter", handle_activate},
-    {SERVICE "DeactivateAdapter", handle_deactivate},
+static const asu_rpc_method methods[] = {
+    {SERVICE "Generate", handle_generate, false},
+    {SERVICE "StartUnlearning", handle_start_unlearning, true},
+    {SERVICE "WatchJob", handle_watch_job, false},
+    {SERVICE "GetJob", handle_get_job, false},
+    {SERVICE "CancelJob", handle_cancel_job, true},
+    {SERVICE "ListAdapters", handle_list_adapters, false},
+    {SERVICE "ActivateAdapter", handle_activate, true},
+    {SERVICE "DeactivateAdapter", handle_deactivate, true},
 };
 
-void asu_handle_call(asu_server *s, asu_rpc_call *c) {
-  size_t n = GRPC_SLICE_LENGTH(c->details.method);
-  if (n >= sizeof c->method) n = sizeof c->method - 1;
-  memcpy(c->method, GRPC_SLICE_START_PTR(c->details.method), n);
-  c->method[n] = '\0';
-  snprintf(c->request_id, sizeof c->request_id, "r-%llu",
-           (unsigned long long)atomic_fetch_add(&s->next_request, 1));
-  asu_log_debug("request %s: %s", c->request_id, c->method);
-  handler_fn fn = NULL;
-  for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++)
-    if (!strcmp(c->method, methods[i].path)) fn = methods[i].fn;
-  if (fn) fn(s, c);
-  else reject(c, GRPC_STATUS_UNIMPLEMENTED, "unknown method %s", c->method);
-  asu_rpc_call_free(c);
+const asu_rpc_method *asu_core_methods(size_t *count) {
+  *count = sizeof methods / sizeof methods[0];
+  return methods;
 }

@@ -16,6 +16,7 @@
 
 #include "asu_log.h"
 #include "fsutil.h"
+#include "rpc.h"
 
 #define ACTIVE_FILE "active.json"
 #define VERSION_FILE "asu_version.json"
@@ -36,6 +37,7 @@ struct asu_adapter_ref {
 
 struct asu_registry {
   pthread_mutex_t mu;
+  pthread_mutex_t add_mu; /* held through a whole add, so versions are numbered in order */
   asu_model *model;
   char dir[PATH_MAX - 256]; /* leaves room for the names of the files inside */
   asu_adapter_ref *list;   /* current version of each name */
@@ -133,22 +135,16 @@ static void insert_sorted(asu_registry *r, asu_adapter_ref *e) {
   *p = e;
 }
 
-static void load_one(asu_registry *r, const char *name) {
+/* Loads <dir>/<name> into a new entry, not yet listed. */
+static int load_entry(asu_registry *r, const char *name, asu_adapter_ref **out, asu_error *err) {
   char path[PATH_MAX];
   snprintf(path, sizeof path, "%s/%s", r->dir, name);
   asu_lora *lora = NULL;
-  asu_error err;
-  asu_error_clear(&err);
-  if (asu_lora_load(r->model, path, &lora, &err) != ASU_OK) {
-    asu_log_warn("adapter %s: skipping %s: %s (%s)", name, path, err.message,
-                 asu_status_name(err.code));
-    return;
-  }
+  if (asu_lora_load(r->model, path, &lora, err) != ASU_OK) return err->code;
   asu_adapter_ref *e = calloc(1, sizeof *e);
   if (!e) {
     asu_lora_destroy(lora);
-    asu_log_error("adapter %s: out of memory", name);
-    return;
+    return asu_error_set(err, ASU_ERR_NOMEM, "adapter %s: out of memory", name);
   }
   snprintf(e->name, sizeof e->name, "%.64s", name);
   e->lora = lora;
@@ -158,9 +154,21 @@ static void load_one(asu_registry *r, const char *name) {
   e->created_unix = stat(path, &st) == 0 ? (int64_t)st.st_mtime : 0;
   if (read_version(path, &e->version, &e->created_unix) != 0)
     asu_log_warn("adapter %s: no readable %s, assuming version 1", name, VERSION_FILE);
-  insert_sorted(r, e);
   asu_log_info("adapter %s: loaded version %u (rank %u) from %s", name, e->version, e->rank,
                path);
+  *out = e;
+  return ASU_OK;
+}
+
+static void load_one(asu_registry *r, const char *name) {
+  asu_adapter_ref *e = NULL;
+  asu_error err;
+  asu_error_clear(&err);
+  if (load_entry(r, name, &e, &err) != ASU_OK) {
+    asu_log_warn("adapter %s: skipping it: %s (%s)", name, err.message, asu_status_name(err.code));
+    return;
+  }
+  insert_sorted(r, e);
 }
 
 static void restore_active(asu_registry *r) {
@@ -195,6 +203,7 @@ int asu_registry_open(asu_model *m, const char *dir, asu_registry **out, asu_err
   asu_registry *r = calloc(1, sizeof *r);
   if (!r) return asu_error_set(err, ASU_ERR_NOMEM, "registry: out of memory");
   pthread_mutex_init(&r->mu, NULL);
+  pthread_mutex_init(&r->add_mu, NULL);
   r->model = m;
   snprintf(r->dir, sizeof r->dir, "%s", dir);
 
@@ -240,6 +249,7 @@ void asu_registry_close(asu_registry *r) {
     e = next;
   }
   pthread_mutex_destroy(&r->mu);
+  pthread_mutex_destroy(&r->add_mu);
   free(r);
 }
 
@@ -266,14 +276,14 @@ static int install_dir(const char *tmp, const char *final, const char *old, asu_
   return asu_fs_remove_tree(old, err);
 }
 
-int asu_registry_add(asu_registry *r, const char *name, asu_lora *lora, bool activate,
-                     const char *job_id, asu_adapter_info *out, asu_error *err) {
+static int add_locked(asu_registry *r, const char *name, asu_lora *lora, bool activate,
+                      const char *job_id, asu_adapter_info *out, asu_error *err) {
   char final[PATH_MAX], tmp[PATH_MAX], old[PATH_MAX];
   snprintf(final, sizeof final, "%s/%s", r->dir, name);
   snprintf(tmp, sizeof tmp, "%s/%s%s-%s", r->dir, TMP_PREFIX, name, job_id);
   snprintf(old, sizeof old, "%s/%s%s-%s", r->dir, OLD_PREFIX, name, job_id);
 
-  /* Only the job thread adds adapters, so the version cannot change under us. */
+  /* add_mu is held, so the version cannot change under us. */
   uint32_t version = 0;
   pthread_mutex_lock(&r->mu);
   asu_adapter_ref *prev = find(r, name);
@@ -334,6 +344,14 @@ int asu_registry_add(asu_registry *r, const char *name, asu_lora *lora, bool act
   asu_log_info("adapter %s: version %u saved to %s%s", name, version, final,
                out->active ? " (active)" : "");
   return ASU_OK;
+}
+
+int asu_registry_add(asu_registry *r, const char *name, asu_lora *lora, bool activate,
+                     const char *job_id, asu_adapter_info *out, asu_error *err) {
+  pthread_mutex_lock(&r->add_mu);
+  int rc = add_locked(r, name, lora, activate, job_id, out, err);
+  pthread_mutex_unlock(&r->add_mu);
+  return rc;
 }
 
 int asu_registry_pin(asu_registry *r, const char *name, const asu_lora **lora,
@@ -420,4 +438,98 @@ bool asu_registry_has(asu_registry *r, const char *name) {
   bool has = find(r, name) != NULL;
   pthread_mutex_unlock(&r->mu);
   return has;
+}
+
+/* ---- The model repository: import, unload, reload ---- */
+
+int asu_registry_import(asu_registry *r, const char *name, const char *src_dir, const char *tag,
+                        asu_adapter_info *out, asu_error *err) {
+  asu_lora *lora = NULL;
+  if (asu_lora_load(r->model, src_dir, &lora, err) != ASU_OK)
+    return asu_error_wrap(err, "importing adapter %s: ", name);
+  int rc = asu_registry_add(r, name, lora, false, tag, out, err);
+  if (rc != ASU_OK) asu_lora_destroy(lora);
+  return rc;
+}
+
+int asu_registry_unload(asu_registry *r, const char *name, uint32_t *version, asu_error *err) {
+  pthread_mutex_lock(&r->mu);
+  asu_adapter_ref *e = find(r, name);
+  int rc = ASU_OK;
+  if (!e) {
+    rc = asu_error_set(err, ASU_ERR_NOT_FOUND, "adapter \"%s\" is not loaded", name);
+  } else if (r->active == e) {
+    rc = asu_error_set(err, ASU_ERR_PRECONDITION, "adapter \"%s\" is the active adapter; "
+                       "deactivate it before unloading it", name);
+  } else {
+    asu_adapter_ref **p = &r->list;
+    while (*p != e) p = &(*p)->next;
+    *p = e->next;
+    e->next = NULL;
+    *version = e->version;
+    if (e->pins == 0) {
+      entry_destroy(e);
+    } else {
+      e->retired = true;
+      asu_log_info("adapter %s: unloaded; released after %u running generations", name,
+                   e->pins);
+    }
+  }
+  pthread_mutex_unlock(&r->mu);
+  return rc;
+}
+
+int asu_registry_reload(asu_registry *r, const char *name, asu_adapter_info *out,
+                        asu_error *err) {
+  pthread_mutex_lock(&r->add_mu);
+  pthread_mutex_lock(&r->mu);
+  asu_adapter_ref *e = find(r, name);
+  if (e) fill_info(r, e, out);
+  pthread_mutex_unlock(&r->mu);
+  int rc = ASU_OK;
+  if (!e) {
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/%s", r->dir, name);
+    if (!asu_fs_is_dir(path))
+      rc = asu_error_set(err, ASU_ERR_NOT_FOUND, "adapter \"%s\" is not in the adapters "
+                         "directory; give the parameter \"path\" to import it", name);
+    else rc = load_entry(r, name, &e, err);
+    if (rc == ASU_OK) {
+      pthread_mutex_lock(&r->mu);
+      insert_sorted(r, e);
+      fill_info(r, e, out);
+      pthread_mutex_unlock(&r->mu);
+    }
+  }
+  pthread_mutex_unlock(&r->add_mu);
+  return rc;
+}
+
+int asu_registry_stored(asu_registry *r, char (**names)[65], size_t *count, asu_error *err) {
+  *names = NULL;
+  *count = 0;
+  DIR *d = opendir(r->dir);
+  if (!d)
+    return asu_error_set(err, ASU_ERR_IO, "opening adapters directory %s: %s", r->dir,
+                         strerror(errno));
+  size_t cap = 0;
+  struct dirent *de;
+  int rc = ASU_OK;
+  while ((de = readdir(d)) && rc == ASU_OK) {
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/%s", r->dir, de->d_name);
+    if (!asu_adapter_name_valid(de->d_name) || !asu_fs_is_dir(path)) continue;
+    if (*count == cap) {
+      cap = cap ? 2 * cap : 16;
+      char(*grown)[65] = realloc(*names, cap * sizeof **names);
+      if (!grown) {
+        rc = asu_error_set(err, ASU_ERR_NOMEM, "registry: out of memory");
+        break;
+      }
+      *names = grown;
+    }
+    snprintf((*names)[(*count)++], 65, "%.64s", de->d_name);
+  }
+  closedir(d);
+  return rc;
 }

@@ -55,4 +55,17 @@ int asu_registry_list(asu_registry *r, asu_adapter_info **out, size_t *count, ch
 
 bool asu_registry_has(asu_registry *r, const char *name);
 
+/* Loads the PEFT adapter in src_dir, checking every tensor against the model, and saves it as
+   the next version of name. tag names the work directories (one per concurrent import). */
+int asu_registry_import(asu_registry *r, const char *name, const char *src_dir, const char *tag,
+                        asu_adapter_info *out, asu_error *err);
+/* Stops serving name; its files stay. Running generations keep it until they end. The active
+   adapter cannot be unloaded (ASU_ERR_PRECONDITION). *version receives the version unloaded. */
+int asu_registry_unload(asu_registry *r, const char *name, uint32_t *version, asu_error *err);
+/* Loads name again from the adapters directory; an adapter already loaded stays as it is. */
+int asu_registry_reload(asu_registry *r, const char *name, asu_adapter_info *out,
+                        asu_error *err);
+/* The names of every adapter directory, loaded or not (malloc'd array, free with free()). */
+int asu_registry_stored(asu_registry *r, char (**names)[65], size_t *count, asu_error *err);
+
 #endif

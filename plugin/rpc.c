@@ -9,6 +9,7 @@
 #include <grpc/support/time.h>
 
 #include "asu_error.h"
+#include "fsutil.h"
 
 asu_rpc_call *asu_rpc_call_new(void) {
   asu_rpc_call *c = calloc(1, sizeof *c);
@@ -185,6 +186,7 @@ grpc_status_code asu_rpc_status_from_asu(int code) {
   case ASU_ERR_CANCELLED: return GRPC_STATUS_CANCELLED;
   case ASU_ERR_LIMIT: return GRPC_STATUS_RESOURCE_EXHAUSTED;
   case ASU_ERR_PRECONDITION: return GRPC_STATUS_FAILED_PRECONDITION;
+  case ASU_ERR_PERMISSION: return GRPC_STATUS_PERMISSION_DENIED;
   default: return GRPC_STATUS_INTERNAL;
   }
 }

@@ -21,7 +21,8 @@
 typedef struct asu_rpc_call {
   grpc_call *call;
   grpc_completion_queue *cq;
-  grpc_call_details details;
+  grpc_call_details details; /* filled for calls of unregistered methods only */
+  gpr_timespec deadline;      /* filled for calls of registered methods */
   grpc_metadata_array request_md;
   char method[128];
   char request_id[24];
@@ -33,7 +34,8 @@ typedef struct asu_rpc_call {
   bool broken;         /* a batch failed: the call is gone */
 } asu_rpc_call;
 
-/* Allocates a call slot with its pluck queue, ready for grpc_server_request_call. */
+/* Allocates a call slot with its pluck queue, ready for grpc_server_request_call or
+   grpc_server_request_registered_call. */
 asu_rpc_call *asu_rpc_call_new(void);
 /* Waits for outstanding operations, releases the call and its queue, frees c. */
 void asu_rpc_call_free(asu_rpc_call *c);
