@@ -27,19 +27,44 @@ def build_messages(proto_dir, out_dir):
     return asu_pb2
 
 
-class Server:
-    """asu-server on 127.0.0.1 with a port the system picks; stderr goes to log_path."""
+FAILS = []
 
-    def __init__(self, binary, model, adapters, log_path, port=0):
+
+def check(cond, what):
+    """Prints one check's result; failures are collected in FAILS."""
+    if cond:
+        print("ok:", what)
+    else:
+        print("FAIL:", what)
+        FAILS.append(what)
+
+
+def expect_code(fn, code, what, needle=None):
+    """Checks that fn() fails with status code and, when given, needle in the details."""
+    try:
+        fn()
+    except grpc.RpcError as e:
+        ok = e.code() == code and (needle is None or needle in (e.details() or ""))
+        check(ok, "%s -> %s: %s" % (what, e.code().name, e.details()))
+        return
+    check(False, "%s succeeded, wanted %s" % (what, code.name))
+
+
+class Server:
+    """asu-server on 127.0.0.1 with a port the system picks; stderr goes to log_path. command
+    replaces the whole command line when given (another host of the plugin)."""
+
+    def __init__(self, binary, model, adapters, log_path, port=0, extra=(), command=None):
         self.log = open(log_path, "a")
-        self.proc = subprocess.Popen(
-            [binary, "--model", model, "--listen", "127.0.0.1:%d" % port, "--adapters", adapters],
-            stdout=subprocess.PIPE, stderr=self.log, text=True)
+        if command is None:
+            command = [binary, "--model", model, "--listen", "127.0.0.1:%d" % port,
+                       "--adapters", adapters] + list(extra)
+        self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=self.log, text=True)
         line = self.proc.stdout.readline()
         m = re.match(r"listening on 127\.0\.0\.1:(\d+)$", line.strip())
         if not m:
             self.stop()
-            raise RuntimeError("asu-server did not print its port (%r); see %s" % (line, log_path))
+            raise RuntimeError("the server did not print its port (%r); see %s" % (line, log_path))
         self.port = int(m.group(1))
         self.address = "127.0.0.1:%d" % self.port
 

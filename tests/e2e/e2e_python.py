@@ -24,26 +24,7 @@ except ImportError:
     print("grpcio is not importable; run with /usr/bin/python3")
     sys.exit(SKIP)
 
-from asu_grpc import SERVICE, Client, Server, build_messages
-FAILS = []
-
-
-def check(cond, what):
-    if cond:
-        print("ok:", what)
-    else:
-        print("FAIL:", what)
-        FAILS.append(what)
-
-
-def expect_code(fn, code, what, needle=None):
-    try:
-        fn()
-    except grpc.RpcError as e:
-        ok = e.code() == code and (needle is None or needle in (e.details() or ""))
-        check(ok, "%s -> %s: %s" % (what, e.code().name, e.details()))
-        return
-    check(False, "%s succeeded, wanted %s" % (what, code.name))
+from asu_grpc import FAILS, SERVICE, Client, Server, build_messages, check, expect_code
 
 
 def examples(pb, pairs):
