@@ -10,6 +10,7 @@
 #include "asu.pb-c.h"
 #include "asu_dataset.h"
 #include "client_rpc.h"
+#include "fsutil.h"
 #include "rpc.h"
 
 #define SERVICE "/asu.v1.Asu/"
@@ -18,7 +19,7 @@
 enum { EXIT_CALL = 1, EXIT_USAGE = 2 };
 
 static const char *usage_text =
-    "usage: asu [--server HOST:PORT] COMMAND [ARGS]\n"
+    "usage: asu [--server HOST:PORT] [--tls-ca FILE] COMMAND [ARGS]\n"
     "  generate [--adapter NAME] [--max-tokens N] [--temperature T] [--top-p P] [--seed S]\n"
     "           PROMPT\n"
     "  unlearn --name NAME --forget FILE --retain FILE [--heldout FILE]\n"
@@ -26,7 +27,8 @@ static const char *usage_text =
     "          [--rank R] [--activate] [--wait]\n"
     "  watch JOB | job JOB | cancel JOB\n"
     "  adapters | activate NAME | deactivate\n"
-    "The default server is 127.0.0.1:50051.\n";
+    "The default server is 127.0.0.1:50051. --tls-ca FILE connects with TLS, trusting the PEM\n"
+    "certificates in FILE. ASU_AUTH_TOKEN, when set, is sent as the bearer token.\n";
 
 static int usage_error(const char *fmt, const char *arg) {
   fprintf(stderr, "asu: ");
@@ -410,14 +412,16 @@ static int run_command(asu_client *c, int argc, char **argv) {
 }
 
 int main(int argc, char **argv) {
-  const char *server = "127.0.0.1:50051";
+  const char *server = "127.0.0.1:50051", *ca_file = NULL;
   static const struct option opts[] = {{"server", required_argument, NULL, 's'},
+                                       {"tls-ca", required_argument, NULL, 'c'},
                                        {"help", no_argument, NULL, 'h'},
                                        {NULL, 0, NULL, 0}};
   int o;
   while ((o = getopt_long(argc, argv, "+", opts, NULL)) != -1) {
     switch (o) {
     case 's': server = optarg; break;
+    case 'c': ca_file = optarg; break;
     case 'h': fputs(usage_text, stdout); return 0;
     default: fputs(usage_text, stderr); return EXIT_USAGE;
     }
@@ -426,9 +430,18 @@ int main(int argc, char **argv) {
     fputs(usage_text, stderr);
     return EXIT_USAGE;
   }
+  char *ca_pem = NULL;
+  asu_error err;
+  if (ca_file && asu_fs_read_small(ca_file, 1 << 20, &ca_pem, NULL, &err) != ASU_OK) {
+    fprintf(stderr, "asu: --tls-ca: %s\n", err.message);
+    return EXIT_USAGE;
+  }
+  const char *token = getenv("ASU_AUTH_TOKEN");
   asu_client c;
   memset(&c, 0, sizeof c);
-  if (asu_client_open(&c, server) != 0) {
+  int opened = asu_client_open(&c, server, ca_pem, token && *token ? token : NULL);
+  free(ca_pem);
+  if (opened != 0) {
     fprintf(stderr, "asu: cannot create a channel to %s\n", server);
     return EXIT_CALL;
   }

@@ -11,17 +11,26 @@
 /* Deadline of unary calls; CancelJob may wait a few seconds for a job to stop. */
 #define UNARY_DEADLINE_S 60
 
-int asu_client_open(asu_client *c, const char *target) {
+int asu_client_open(asu_client *c, const char *target, const char *ca_pem, const char *token) {
   grpc_init();
-  grpc_channel_credentials *creds = grpc_insecure_credentials_create();
-  c->channel = grpc_channel_create(target, creds, asu_rpc_channel_args());
-  grpc_channel_credentials_release(creds);
+  grpc_channel_credentials *creds = ca_pem ? grpc_ssl_credentials_create(ca_pem, NULL, NULL, NULL)
+                                           : grpc_insecure_credentials_create();
+  c->channel = creds ? grpc_channel_create(target, creds, asu_rpc_channel_args()) : NULL;
+  if (creds) grpc_channel_credentials_release(creds);
+  if (token) {
+    char value[4200];
+    snprintf(value, sizeof value, "Bearer %s", token);
+    c->auth.key = grpc_slice_from_static_string("authorization");
+    c->auth.value = grpc_slice_from_copied_string(value);
+    c->n_md = 1;
+  }
   c->cq = grpc_completion_queue_create_for_pluck(NULL);
   return c->channel ? 0 : -1;
 }
 
 void asu_client_close(asu_client *c) {
   if (c->channel) grpc_channel_destroy(c->channel);
+  if (c->n_md) grpc_slice_unref(c->auth.value);
   grpc_completion_queue_shutdown(c->cq);
   while (grpc_completion_queue_pluck(c->cq, NULL, gpr_inf_future(GPR_CLOCK_REALTIME), NULL)
              .type != GRPC_QUEUE_SHUTDOWN) {
@@ -90,6 +99,8 @@ int asu_client_unary(asu_client *c, const char *method, const ProtobufCMessage *
   grpc_op ops[5];
   memset(ops, 0, sizeof ops);
   ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+  ops[0].data.send_initial_metadata.count = c->n_md;
+  ops[0].data.send_initial_metadata.metadata = &c->auth;
   ops[1].op = GRPC_OP_SEND_MESSAGE;
   ops[1].data.send_message.send_message = out;
   ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
@@ -124,6 +135,8 @@ int asu_client_stream(asu_client *c, const char *method, const ProtobufCMessage 
   grpc_op ops[4];
   memset(ops, 0, sizeof ops);
   ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+  ops[0].data.send_initial_metadata.count = c->n_md;
+  ops[0].data.send_initial_metadata.metadata = &c->auth;
   ops[1].op = GRPC_OP_SEND_MESSAGE;
   ops[1].data.send_message.send_message = out;
   ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;

@@ -9,6 +9,8 @@
 typedef struct asu_client {
   grpc_channel *channel;
   grpc_completion_queue *cq;
+  grpc_metadata auth; /* "authorization: Bearer <token>" when n_md is 1 */
+  size_t n_md;
 } asu_client;
 
 typedef struct asu_client_status {
@@ -16,8 +18,9 @@ typedef struct asu_client_status {
   char message[1024];
 } asu_client_status;
 
-/* Connects lazily to target ("HOST:PORT") without TLS. */
-int asu_client_open(asu_client *c, const char *target);
+/* Connects lazily to target ("HOST:PORT"): with TLS when ca_pem (the PEM certificates to trust)
+   is given, and sending the bearer token on every call when token is. */
+int asu_client_open(asu_client *c, const char *target, const char *ca_pem, const char *token);
 void asu_client_close(asu_client *c);
 
 /* Calls method ("/asu.v1.Asu/GetJob") with req and unpacks the reply into *resp (free it with

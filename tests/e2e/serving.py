@@ -8,7 +8,7 @@
   answer RESOURCE_EXHAUSTED, and malformed bytes get INVALID_ARGUMENT on every method;
 - TLS with a self-signed certificate.
 
-usage: serving.py --server BIN --host BIN --plugin LIB --model GGUF --proto DIR
+usage: serving.py --server BIN --cli BIN --host BIN --plugin LIB --model GGUF --proto DIR
 """
 
 import argparse
@@ -347,6 +347,25 @@ def check_malformed(stub):
                     grpc.StatusCode.INVALID_ARGUMENT, "malformed bytes to " + m, "not a valid")
 
 
+def run_cli(args, address, *words, token=None, ca=None):
+    env = dict(os.environ)
+    env.pop("ASU_AUTH_TOKEN", None)
+    if token:
+        env["ASU_AUTH_TOKEN"] = token
+    cmd = [args.cli, "--server", address] + (["--tls-ca", ca] if ca else []) + list(words)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+
+
+def check_cli_token(args, address):
+    r = run_cli(args, address, "adapters")
+    check(r.returncode == 0, "asu adapters needs no token")
+    r = run_cli(args, address, "deactivate")
+    check(r.returncode == 1 and "UNAUTHENTICATED" in r.stderr,
+          "asu deactivate without ASU_AUTH_TOKEN: %s" % r.stderr.strip())
+    r = run_cli(args, address, "deactivate", token=TOKEN)
+    check(r.returncode == 0, "asu deactivate with ASU_AUTH_TOKEN (%s)" % r.stderr.strip())
+
+
 def check_tls(args, work, oip):
     key, cert = os.path.join(work, "key.pem"), os.path.join(work, "cert.pem")
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
@@ -360,6 +379,8 @@ def check_tls(args, work, oip):
         ch = grpc.secure_channel(server.address, creds)
         r = Stub(ch).unary(OIP + "ServerLive", oip.ServerLiveRequest(), oip.ServerLiveResponse)
         check(r.live, "ServerLive over TLS")
+        r = run_cli(args, server.address, "adapters", ca=cert)
+        check(r.returncode == 0, "asu adapters over TLS (%s)" % r.stderr.strip())
         plain = grpc.insecure_channel(server.address)
         expect_code(lambda: Stub(plain).unary(OIP + "ServerLive", oip.ServerLiveRequest(),
                                               oip.ServerLiveResponse),
@@ -372,7 +393,7 @@ def check_tls(args, work, oip):
 
 def main():
     ap = argparse.ArgumentParser()
-    for name in ("server", "host", "plugin", "model", "proto"):
+    for name in ("server", "cli", "host", "plugin", "model", "proto"):
         ap.add_argument("--" + name, required=True)
     args = ap.parse_args()
     if not shutil.which("protoc") or not shutil.which("openssl"):
@@ -400,6 +421,7 @@ def main():
         shapes, config = train_seed_adapter(stub, pb, adapters)
         check_repository(stub, oip, model, root, shapes, config, base_text)
         check_malformed(stub)
+        check_cli_token(args, server.address)
         status = server.stop()
         server = None
         check(status == 0, "asu-server stops cleanly (status %s)" % status)
