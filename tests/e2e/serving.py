@@ -2,7 +2,7 @@
 
 - a foreign host (plugin_host) loads the plugin with dlopen and serves its own method beside the
   plugin's services on one port;
-- asu-server answers the Open Inference Protocol, its model repository over PEFT adapters
+- asu-server serves the Open Inference Protocol, its model repository over PEFT adapters
   written here from scratch, and gRPC health checking;
 - a bearer token guards the methods that change state, paths stay under the data root, limits
   answer RESOURCE_EXHAUSTED, and malformed bytes get INVALID_ARGUMENT on every method;
@@ -338,13 +338,16 @@ def check_malformed(stub):
                                   "ModelMetadata", "ModelInfer", "RepositoryIndex",
                                   "RepositoryModelLoad", "RepositoryModelUnload")]
     methods += [HEALTH + "Check", HEALTH + "Watch"]
+    bad = b"\xff\xff\xff\x07"
     for m in methods:
-        call = (stub.channel.unary_stream(m) if m.endswith(("Generate", "WatchJob", "Watch"))
-                else stub.channel.unary_unary(m))
-        expect_code(lambda: list(call(b"\xff\xff\xff\x07", timeout=30, metadata=stub.md))
-                    if m.endswith(("Generate", "WatchJob", "Watch"))
-                    else call(b"\xff\xff\xff\x07", timeout=30, metadata=stub.md),
-                    grpc.StatusCode.INVALID_ARGUMENT, "malformed bytes to " + m, "not a valid")
+        if m.endswith(("Generate", "WatchJob", "Watch")):
+            def call(m=m):
+                return list(stub.channel.unary_stream(m)(bad, timeout=30, metadata=stub.md))
+        else:
+            def call(m=m):
+                return stub.channel.unary_unary(m)(bad, timeout=30, metadata=stub.md)
+        expect_code(call, grpc.StatusCode.INVALID_ARGUMENT, "malformed bytes to " + m,
+                    "not a valid")
 
 
 def run_cli(args, address, *words, token=None, ca=None):
