@@ -72,11 +72,17 @@ typedef struct asu_unlearn_config {
   float forget_weight, retain_weight;
   uint64_t seed;
   const char *prompt_template; /* NULL for ASU_DEFAULT_TEMPLATE */
+  /* An existing directory for checkpoints, or NULL for none. Every checkpoint_every steps the
+     trainer saves its state there, and a run that finds a checkpoint of the same settings and
+     data there resumes from it instead of starting over. */
+  const char *checkpoint_dir;
+  uint32_t checkpoint_every;
 } asu_unlearn_config;
 
 void asu_unlearn_defaults(asu_unlearn_config *cfg);
 
-/* Progress of a job, reported after every step (step 0 is the state before training). */
+/* Progress of a job, reported after every step (step 0 is the state before training). A
+   resumed run reports from the step of its checkpoint on. */
 typedef struct asu_progress {
   uint32_t step, total_steps;
   double loss;            /* forget_weight * forget + retain_weight * retain */

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "asu_log.h"
+#include "checkpoint.h"
 #include "train_internal.h"
 
 /* Defaults that forget on the shared 260K-parameter model in a few hundred full-batch steps. */
@@ -187,10 +188,58 @@ static int read_terms(unlearn_run *r, asu_progress *p, asu_error *err) {
   return ASU_OK;
 }
 
+/* The settings and data sizes that a checkpoint must match to be resumed. */
+static void fingerprint(const unlearn_run *r, char *out, size_t size) {
+  const asu_unlearn_config *c = r->cfg;
+  snprintf(out, size, "asu-unlearn method %d tau %a layers %llx rank %u alpha %a targets %x "
+           "lr %a wd %a betas %a %a eps %a steps %u weights %a %a seed %llu examples %u+%u "
+           "rows %u", (int)c->method, c->tau, (unsigned long long)c->tau_layers, c->lora_rank,
+           c->lora_alpha, c->lora_targets, c->learning_rate, c->weight_decay, c->beta1, c->beta2,
+           c->adam_eps, c->steps, c->forget_weight, c->retain_weight,
+           (unsigned long long)c->seed, r->n_forget, r->n_retain, r->batch->rows);
+}
+
+/* Restores a checkpoint when the run has a checkpoint directory holding one; *first is the
+   step to start from (0 without one). */
+static int resume(unlearn_run *r, uint32_t *first, double *heldout_nll, asu_error *err) {
+  *first = 0;
+  if (!r->cfg->checkpoint_dir) return ASU_OK;
+  char print[512];
+  fingerprint(r, print, sizeof print);
+  asu_checkpoint_state s = {.fingerprint = print};
+  int rc = asu_checkpoint_load(r->cfg->checkpoint_dir, &r->adam, &s, err);
+  if (rc == ASU_ERR_NOT_FOUND) return ASU_OK;
+  if (rc) return rc;
+  if (s.next_step > r->cfg->steps)
+    return asu_error_set(err, ASU_ERR_FORMAT, "the checkpoint in %s is at step %u, past the "
+                         "run's %u steps", r->cfg->checkpoint_dir, s.next_step, r->cfg->steps);
+  asu_log_info("resuming from the checkpoint at step %u in %s", s.next_step,
+               r->cfg->checkpoint_dir);
+  *first = s.next_step;
+  *heldout_nll = s.heldout_nll;
+  return ASU_OK;
+}
+
+static int save_checkpoint(unlearn_run *r, uint32_t next_step, double heldout_nll,
+                           asu_error *err) {
+  char print[512];
+  fingerprint(r, print, sizeof print);
+  asu_checkpoint_state s = {.next_step = next_step, .heldout_nll = heldout_nll,
+                            .fingerprint = print};
+  return asu_checkpoint_save(r->cfg->checkpoint_dir, &r->adam, &s, err);
+}
+
+static bool checkpoint_due(const asu_unlearn_config *c, uint32_t next_step) {
+  return c->checkpoint_dir && c->checkpoint_every && next_step % c->checkpoint_every == 0 &&
+         next_step < c->steps;
+}
+
 static int train(unlearn_run *r, asu_progress_fn on_progress, void *user, asu_error *err) {
-  uint32_t steps = r->cfg->steps;
+  uint32_t steps = r->cfg->steps, first;
   asu_progress p = {.total_steps = steps, .heldout_nll = NAN};
-  for (uint32_t step = 0; step <= steps; step++) {
+  int resumed = resume(r, &first, &p.heldout_nll, err);
+  if (resumed) return resumed;
+  for (uint32_t step = first; step <= steps; step++) {
     bool last = step == steps;
     /* Held-out NLL of the adapter as it is before this step's update, every 25 steps. */
     int rc = ASU_OK;
@@ -214,6 +263,9 @@ static int train(unlearn_run *r, asu_progress_fn on_progress, void *user, asu_er
                            "learning rate", p.loss, step);
     if (on_progress && on_progress(user, &p))
       return asu_error_set(err, ASU_ERR_CANCELLED, "cancelled at step %u of %u", step, steps);
+    if (!last && checkpoint_due(r->cfg, step + 1) &&
+        (rc = save_checkpoint(r, step + 1, p.heldout_nll, err)))
+      return rc;
   }
   return ASU_OK;
 }

@@ -4,10 +4,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "asu_engine.h"
 #include "asu_gguf.h"
+#include "asu_safetensors.h"
 #include "shared_model.h"
 #include "test_util.h"
 
@@ -195,12 +197,87 @@ static void test_tied_output(asu_model *m, const char *path) {
   asu_gguf_close(g);
 }
 
+/* Largest absolute difference between the tensors of two saved adapters, or INFINITY when their
+   tensors differ in names or sizes. */
+static double adapter_difference(const char *dir_a, const char *dir_b) {
+  char pa[1100], pb[1100];
+  snprintf(pa, sizeof pa, "%s/adapter_model.safetensors", dir_a);
+  snprintf(pb, sizeof pb, "%s/adapter_model.safetensors", dir_b);
+  asu_st_file a = {0}, b = {0};
+  asu_error err;
+  double diff = INFINITY;
+  if (asu_safetensors_read(pa, &a, &err) == ASU_OK && asu_safetensors_read(pb, &b, &err) == ASU_OK &&
+      a.count == b.count) {
+    diff = 0;
+    for (size_t i = 0; i < a.count; i++) {
+      const asu_st_tensor *t = asu_safetensors_find(&b, a.tensors[i].name);
+      if (!t || t->n_elements != a.tensors[i].n_elements) diff = INFINITY;
+      for (uint64_t k = 0; t && k < t->n_elements && isfinite(diff); k++)
+        diff = fmax(diff, fabs((double)t->data[k] - a.tensors[i].data[k]));
+    }
+  }
+  asu_safetensors_free(&a);
+  asu_safetensors_free(&b);
+  return diff;
+}
+
+static void save_adapter(asu_lora *lora, const char *dir) {
+  asu_error err;
+  CHECK(asu_lora_save(lora, dir, &err) == ASU_OK, "saving %s: %s", dir, err.message);
+  asu_lora_destroy(lora);
+}
+
+/* A run cancelled after a checkpoint resumes from it and ends where an uninterrupted run ends. */
+static void test_resume(asu_model *m) {
+  char dir[] = "/tmp/asu-resume.XXXXXX";
+  CHECK(mkdtemp(dir) != NULL, "mkdtemp failed");
+  char ckpt[64], whole[64], resumed[64];
+  snprintf(ckpt, sizeof ckpt, "%s/ckpt", dir);
+  snprintf(whole, sizeof whole, "%s/whole", dir);
+  snprintf(resumed, sizeof resumed, "%s/resumed", dir);
+  mkdir(ckpt, 0755);
+  asu_dataset forget = {0}, retain = {0};
+  fill_examples(&forget, &retain);
+  asu_unlearn_config cfg;
+  asu_unlearn_defaults(&cfg);
+  cfg.steps = 7;
+  asu_error err;
+  asu_lora *lora = NULL;
+  int rc = asu_unlearn(m, &cfg, &forget, &retain, NULL, NULL, NULL, &lora, &err);
+  CHECK(rc == ASU_OK, "uninterrupted run: %s", err.message);
+  if (lora) save_adapter(lora, whole);
+
+  cfg.checkpoint_dir = ckpt;
+  cfg.checkpoint_every = 3;
+  progress_log log = {.cancel_at = 4};
+  rc = asu_unlearn(m, &cfg, &forget, &retain, NULL, record, &log, &lora, &err);
+  CHECK(rc == ASU_ERR_CANCELLED, "interrupted run returned %d", rc);
+  log = (progress_log){0};
+  rc = asu_unlearn(m, &cfg, &forget, &retain, NULL, record, &log, &lora, &err);
+  CHECK(rc == ASU_OK, "resumed run: %s", err.message);
+  CHECK(log.reports == 5, "the resumed run reported %u steps, expected steps 3 to 7", log.reports);
+  if (lora) save_adapter(lora, resumed);
+  double diff = adapter_difference(whole, resumed);
+  CHECK(diff <= 1e-6, "resumed adapter differs from the uninterrupted one by %g", diff);
+
+  cfg.lora_rank = 4;
+  rc = asu_unlearn(m, &cfg, &forget, &retain, NULL, NULL, NULL, &lora, &err);
+  CHECK(rc == ASU_ERR_INVALID, "a checkpoint of other settings returned %d", rc);
+  CHECK(strstr(err.message, "another run") != NULL, "other settings: %s", err.message);
+  asu_dataset_free(&forget);
+  asu_dataset_free(&retain);
+  char cmd[100];
+  snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+  CHECK(system(cmd) == 0, "removing %s", dir);
+}
+
 int main(void) {
   char path[1024];
   asu_model *m = shared_model_path(path, sizeof path) ? NULL : load_shared_model();
   if (!m) return 1;
   test_sampling(m);
   test_unlearn(m);
+  test_resume(m);
   test_tied_output(m, path);
   asu_model_destroy(m);
   test_finetune_and_save(path);
