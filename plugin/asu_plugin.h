@@ -31,6 +31,8 @@
      "max_prompt_bytes"    longest prompt accepted (default 16384)
      "max_queued_jobs"     most jobs waiting to train (default 8)
      "max_calls"           most calls served at once (default 64)
+     "checkpoint_every"    steps between the checkpoints of a job (default 25); the job
+                           records and checkpoints live in <adapters>/.jobs
    An unknown key is an error, so a misspelt setting never goes unnoticed. */
 #ifndef ASU_PLUGIN_H
 #define ASU_PLUGIN_H

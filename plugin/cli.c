@@ -25,7 +25,7 @@ static const char *usage_text =
     "  unlearn --name NAME --forget FILE --retain FILE [--heldout FILE]\n"
     "          [--method asu_gd|asu_kl] [--temperature-attn TAU] [--steps N] [--lr X]\n"
     "          [--rank R] [--activate] [--wait]\n"
-    "  watch JOB | job JOB | cancel JOB\n"
+    "  watch JOB | job JOB | cancel JOB | resume JOB | jobs\n"
     "  adapters | activate NAME | deactivate\n"
     "The default server is 127.0.0.1:50051. --tls-ca FILE connects with TLS, trusting the PEM\n"
     "certificates in FILE. ASU_AUTH_TOKEN, when set, is sent as the bearer token.\n";
@@ -134,13 +134,14 @@ static const char *state_name(Asu__V1__Job__State s) {
   case ASU__V1__JOB__STATE__SUCCEEDED: return "SUCCEEDED";
   case ASU__V1__JOB__STATE__FAILED: return "FAILED";
   case ASU__V1__JOB__STATE__CANCELLED: return "CANCELLED";
+  case ASU__V1__JOB__STATE__INTERRUPTED: return "INTERRUPTED";
   default: return "STATE_UNSPECIFIED";
   }
 }
 
 static bool terminal(Asu__V1__Job__State s) {
   return s == ASU__V1__JOB__STATE__SUCCEEDED || s == ASU__V1__JOB__STATE__FAILED ||
-         s == ASU__V1__JOB__STATE__CANCELLED;
+         s == ASU__V1__JOB__STATE__CANCELLED || s == ASU__V1__JOB__STATE__INTERRUPTED;
 }
 
 static void print_job(FILE *f, const Asu__V1__Job *j) {
@@ -193,7 +194,7 @@ static int on_job(void *user, const ProtobufCMessage *msg) {
   return 0;
 }
 
-/* Watches a job to its end; 0 only when it succeeded. */
+/* Watches a job until it ends or is interrupted; 0 only when it succeeded. */
 static int watch(asu_client *c, const char *id) {
   Asu__V1__JobRequest req = ASU__V1__JOB_REQUEST__INIT;
   req.job_id = (char *)id;
@@ -345,8 +346,23 @@ static int cmd_job(asu_client *c, const char *method, const char *id) {
   if (asu_client_unary(c, method, &req.base, &asu__v1__job__descriptor, &resp, &st) != 0)
     return call_error(&st);
   Asu__V1__Job *j = (Asu__V1__Job *)resp;
-  if (!strcmp(method, SERVICE "CancelJob")) printf("%s %s\n", j->id, state_name(j->state));
+  if (strcmp(method, SERVICE "GetJob")) printf("%s %s\n", j->id, state_name(j->state));
   else print_job(stdout, j);
+  protobuf_c_message_free_unpacked(resp, NULL);
+  return 0;
+}
+
+static int cmd_jobs(asu_client *c) {
+  Asu__V1__ListJobsRequest req = ASU__V1__LIST_JOBS_REQUEST__INIT;
+  ProtobufCMessage *resp = NULL;
+  asu_client_status st;
+  if (asu_client_unary(c, SERVICE "ListJobs", &req.base, &asu__v1__list_jobs_response__descriptor,
+                       &resp, &st) != 0)
+    return call_error(&st);
+  Asu__V1__ListJobsResponse *r = (Asu__V1__ListJobsResponse *)resp;
+  for (size_t i = 0; i < r->n_jobs; i++)
+    printf("%s %s %s %u/%u\n", r->jobs[i]->id, r->jobs[i]->adapter_name,
+           state_name(r->jobs[i]->state), r->jobs[i]->step, r->jobs[i]->total_steps);
   protobuf_c_message_free_unpacked(resp, NULL);
   return 0;
 }
@@ -400,11 +416,14 @@ static int run_command(asu_client *c, int argc, char **argv) {
   optind = 1;
   if (!strcmp(cmd, "generate")) return cmd_generate(c, argc, argv);
   if (!strcmp(cmd, "unlearn")) return cmd_unlearn(c, argc, argv);
-  if (!strcmp(cmd, "watch") || !strcmp(cmd, "job") || !strcmp(cmd, "cancel")) {
+  if (!strcmp(cmd, "watch") || !strcmp(cmd, "job") || !strcmp(cmd, "cancel") ||
+      !strcmp(cmd, "resume")) {
     if (argc != 2) return usage_error("%s takes one JOB", cmd);
     if (!strcmp(cmd, "watch")) return watch(c, argv[1]);
+    if (!strcmp(cmd, "resume")) return cmd_job(c, SERVICE "ResumeJob", argv[1]);
     return cmd_job(c, !strcmp(cmd, "job") ? SERVICE "GetJob" : SERVICE "CancelJob", argv[1]);
   }
+  if (!strcmp(cmd, "jobs") && argc == 1) return cmd_jobs(c);
   if (!strcmp(cmd, "adapters") && argc == 1) return cmd_adapters(c);
   if (!strcmp(cmd, "activate") && argc == 2) return cmd_activate(c, argv[1]);
   if (!strcmp(cmd, "deactivate") && argc == 1) return cmd_deactivate(c);

@@ -321,6 +321,7 @@ static int build_spec(asu_server *s, asu_rpc_call *c, const Asu__V1__StartUnlear
   if (!check_float(c, "retain_weight", r->retain_weight, false)) return 0;
   if (r->retain_weight != 0) cfg->retain_weight = r->retain_weight;
   if (r->seed) cfg->seed = r->seed;
+  cfg->checkpoint_every = r->checkpoint_every; /* 0: the server default, set by the queue */
   size_t tl = strlen(r->prompt_template);
   if (tl > 0) {
     const char *first = strstr(r->prompt_template, "{question}");
@@ -424,7 +425,7 @@ static int handle_watch_job(asu_server *s, asu_rpc_call *c) {
       gone = true;
       break;
     }
-    if (asu_job_state_terminal(snap.state)) break;
+    if (asu_job_state_terminal(snap.state) || snap.state == ASU_JOB_INTERRUPTED) break;
     uint64_t seen = snap.seq;
     while (snap.seq == seen) {
       if (asu_rpc_cancelled(c) || atomic_load(&s->shutting_down)) {
@@ -556,6 +557,53 @@ static int handle_cancel_job(asu_server *s, asu_rpc_call *c) {
   return handle_get_or_cancel(s, c, true);
 }
 
+static int handle_resume_job(asu_server *s, asu_rpc_call *c) {
+  Asu__V1__JobRequest *req = recv_job_request(c);
+  if (!req) return 0;
+  asu_job_snapshot snap;
+  asu_error err;
+  asu_error_clear(&err);
+  if (asu_jobs_resume(s->jobs, req->job_id, &snap, &err) != ASU_OK) {
+    asu_reject_err(c, &err);
+  } else {
+    asu_log_info("request %s: ResumeJob: job %s queued again", c->request_id, snap.id);
+    Asu__V1__Job job;
+    job_to_proto(&snap, &job);
+    asu_rpc_finish(c, &job.base, GRPC_STATUS_OK, "");
+  }
+  protobuf_c_message_free_unpacked(&req->base, NULL);
+  return 0;
+}
+
+static int handle_list_jobs(asu_server *s, asu_rpc_call *c) {
+  ProtobufCMessage *req = asu_rpc_recv_request(c, &asu__v1__list_jobs_request__descriptor);
+  if (!req) return 0;
+  protobuf_c_message_free_unpacked(req, NULL);
+  asu_job_snapshot *snaps = NULL;
+  size_t n = 0;
+  asu_error err;
+  asu_error_clear(&err);
+  if (asu_jobs_list(s->jobs, &snaps, &n, &err) != ASU_OK) return asu_reject_err(c, &err);
+  Asu__V1__Job *jobs = calloc(n ? n : 1, sizeof *jobs);
+  Asu__V1__Job **list = calloc(n ? n : 1, sizeof *list);
+  if (jobs && list) {
+    for (size_t i = 0; i < n; i++) {
+      job_to_proto(&snaps[i], &jobs[i]);
+      list[i] = &jobs[i];
+    }
+    Asu__V1__ListJobsResponse r = ASU__V1__LIST_JOBS_RESPONSE__INIT;
+    r.n_jobs = n;
+    r.jobs = list;
+    asu_rpc_finish(c, &r.base, GRPC_STATUS_OK, "");
+  } else {
+    asu_reject(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory for %zu jobs", n);
+  }
+  free(list);
+  free(jobs);
+  free(snaps);
+  return 0;
+}
+
 static const asu_rpc_method methods[] = {
     {SERVICE "Generate", handle_generate, false},
     {SERVICE "StartUnlearning", handle_start_unlearning, true},
@@ -565,6 +613,8 @@ static const asu_rpc_method methods[] = {
     {SERVICE "ListAdapters", handle_list_adapters, false},
     {SERVICE "ActivateAdapter", handle_activate, true},
     {SERVICE "DeactivateAdapter", handle_deactivate, true},
+    {SERVICE "ResumeJob", handle_resume_job, true},
+    {SERVICE "ListJobs", handle_list_jobs, false},
 };
 
 const asu_rpc_method *asu_core_methods(size_t *count) {

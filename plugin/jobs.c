@@ -8,7 +8,12 @@
 #include <string.h>
 #include <time.h>
 
+#include <dirent.h>
+#include <limits.h>
+
 #include "asu_log.h"
+#include "fsutil.h"
+#include "job_store.h"
 #include "rpc.h"
 
 /* Finished jobs kept for GetJob and WatchJob; the oldest finished ones go first. */
@@ -30,7 +35,8 @@ struct asu_jobs {
   bool stop;
   asu_model *model;
   asu_registry *reg;
-  unsigned queue_limit, log_every;
+  unsigned queue_limit, log_every, checkpoint_every;
+  char *dir; /* NULL: records stay in memory */
   job *head, *tail; /* every kept job, oldest first */
   size_t count;
   uint64_t next_id;
@@ -43,6 +49,7 @@ const char *asu_job_state_name(enum asu_job_state s) {
   case ASU_JOB_SUCCEEDED: return "SUCCEEDED";
   case ASU_JOB_FAILED: return "FAILED";
   case ASU_JOB_CANCELLED: return "CANCELLED";
+  case ASU_JOB_INTERRUPTED: return "INTERRUPTED";
   }
   return "STATE_UNSPECIFIED";
 }
@@ -66,11 +73,45 @@ static void touch(asu_jobs *j, job *b) {
   pthread_cond_broadcast(&j->changed);
 }
 
+static void job_dir(const asu_jobs *j, const job *b, char *out, size_t size) {
+  snprintf(out, size, "%s/%s", j->dir, b->snap.id);
+}
+
+/* Writes the job's record when records persist; a failure is logged, and the job goes on. */
+static void save_record(asu_jobs *j, const job *b) {
+  if (!j->dir) return;
+  char dir[PATH_MAX];
+  job_dir(j, b, dir, sizeof dir);
+  asu_error err;
+  if (asu_job_store_save_record(dir, &b->snap, &b->spec, &err) != ASU_OK)
+    asu_log_error("job %s: cannot save its record: %s", b->snap.id, err.message);
+}
+
 static void finish(asu_jobs *j, job *b, enum asu_job_state s, const char *error) {
   b->snap.state = s;
   b->snap.finished_unix = (int64_t)time(NULL);
   snprintf(b->snap.error, sizeof b->snap.error, "%s", error ? error : "");
+  save_record(j, b);
   asu_job_spec_free(&b->spec);
+  if (j->dir) {
+    char dir[PATH_MAX];
+    job_dir(j, b, dir, sizeof dir);
+    asu_job_store_drop_data(dir);
+  }
+  touch(j, b);
+}
+
+/* Stops a job for a later ResumeJob: its examples and checkpoints stay on disk, and its
+   settings in memory, while the examples in memory are freed. */
+static void interrupt(asu_jobs *j, job *b, const char *why) {
+  b->snap.state = ASU_JOB_INTERRUPTED;
+  snprintf(b->snap.error, sizeof b->snap.error, "%s", why);
+  save_record(j, b);
+  asu_dataset_free(&b->spec.forget);
+  asu_dataset_free(&b->spec.retain);
+  asu_dataset_free(&b->spec.heldout);
+  free(b->spec.prompt_template);
+  b->spec.prompt_template = NULL;
   touch(j, b);
 }
 
@@ -83,6 +124,12 @@ static void evict(asu_jobs *j) {
     if (asu_job_state_terminal(b->snap.state)) {
       *p = b->next;
       if (j->tail == b) j->tail = prev;
+      if (j->dir) {
+        char dir[PATH_MAX];
+        asu_error err;
+        job_dir(j, b, dir, sizeof dir);
+        if (asu_fs_remove_tree(dir, &err) != ASU_OK) asu_log_warn("%s", err.message);
+      }
       free(b);
       j->count--;
     } else {
@@ -123,6 +170,8 @@ static int report_progress(void *user, const asu_progress *p) {
     b->snap.initial_retain_loss = p->retain;
     b->snap.initial_heldout_nll = p->heldout_nll;
   }
+  if (b->spec.cfg.checkpoint_every && p->step % b->spec.cfg.checkpoint_every == 0)
+    save_record(j, b);
   touch(j, b);
   int cancel = b->cancel_requested || j->stop;
   pthread_mutex_unlock(&j->mu);
@@ -139,6 +188,11 @@ static void run_job(asu_jobs *j, job *b) {
   asu_job_spec *spec = &b->spec;
   asu_unlearn_config cfg = spec->cfg;
   cfg.prompt_template = spec->prompt_template;
+  char checkpoints[PATH_MAX];
+  if (j->dir && cfg.checkpoint_every) {
+    snprintf(checkpoints, sizeof checkpoints, "%s/%s/checkpoint", j->dir, b->snap.id);
+    cfg.checkpoint_dir = checkpoints;
+  }
   asu_log_info("job %s: adapter %s started: method %s, %u steps, %zu forget, %zu retain, "
                "%zu heldout examples",
                b->snap.id, b->snap.adapter_name, b->snap.method, cfg.steps, spec->forget.count,
@@ -153,8 +207,17 @@ static void run_job(asu_jobs *j, job *b) {
                        &err);
 
   pthread_mutex_lock(&j->mu);
-  bool cancelled = b->cancel_requested || j->stop;
+  /* With records on disk a shutdown interrupts the job instead; a job that completed anyway is
+     kept. */
+  bool cancelled = b->cancel_requested || (j->stop && !j->dir);
+  bool interrupted = j->stop && j->dir && !b->cancel_requested && rc != ASU_OK;
+  if (interrupted) {
+    interrupt(j, b, "interrupted: the server shut down; ResumeJob continues it");
+    asu_log_info("job %s: adapter %s interrupted at step %u/%u by the shutdown", b->snap.id,
+                 b->snap.adapter_name, b->snap.step, b->snap.total_steps);
+  }
   pthread_mutex_unlock(&j->mu);
+  if (interrupted) return;
   if (rc == ASU_OK && cancelled) {
     asu_lora_destroy(lora);
     lora = NULL;
@@ -203,6 +266,8 @@ static void *job_thread(void *arg) {
     b->snap.state = ASU_JOB_RUNNING;
     b->snap.started_unix = (int64_t)time(NULL);
     b->snap.total_steps = b->spec.cfg.steps;
+    b->snap.error[0] = '\0';
+    save_record(j, b);
     touch(j, b);
     pthread_mutex_unlock(&j->mu);
     run_job(j, b);
@@ -212,7 +277,64 @@ static void *job_thread(void *arg) {
   return NULL;
 }
 
-int asu_jobs_create(asu_model *m, asu_registry *reg, unsigned queue_limit, unsigned log_every,
+static uint64_t id_number(const char *id) {
+  return strncmp(id, "job-", 4) ? 0 : strtoull(id + 4, NULL, 10);
+}
+
+/* Inserts b keeping the list ordered by id number. */
+static void insert_loaded(asu_jobs *j, job *b) {
+  job **p = &j->head;
+  while (*p && id_number((*p)->snap.id) < id_number(b->snap.id)) p = &(*p)->next;
+  b->next = *p;
+  *p = b;
+  if (!b->next) j->tail = b;
+  j->count++;
+  if (id_number(b->snap.id) >= j->next_id) j->next_id = id_number(b->snap.id) + 1;
+}
+
+/* Lists the jobs recorded in j->dir. A job that did not end is INTERRUPTED now, at the step of
+   its last checkpoint. A record that cannot be read is logged and skipped. */
+static void load_records(asu_jobs *j) {
+  DIR *d = opendir(j->dir);
+  if (!d) return;
+  struct dirent *de;
+  while ((de = readdir(d))) {
+    if (id_number(de->d_name) == 0) continue;
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s/%s", j->dir, de->d_name);
+    job *b = calloc(1, sizeof *b);
+    asu_error err;
+    if (!b || asu_job_store_load(dir, false, &b->snap, &b->spec, &err) != ASU_OK) {
+      asu_log_warn("skipping the job record in %s: %s", dir, b ? err.message : "out of memory");
+      free(b);
+      continue;
+    }
+    uint32_t version = 0;
+    if (!asu_job_state_terminal(b->snap.state) &&
+        asu_registry_saved_by(j->reg, b->snap.adapter_name, b->snap.id, &version)) {
+      /* The server stopped after the adapter was saved but before the record said so. */
+      b->snap.adapter_version = version;
+      b->snap.step = b->snap.total_steps;
+      finish(j, b, ASU_JOB_SUCCEEDED, NULL);
+      asu_log_info("job %s: adapter %s version %u was saved; the job is SUCCEEDED", b->snap.id,
+                   b->snap.adapter_name, version);
+    } else if (!asu_job_state_terminal(b->snap.state) &&
+               b->snap.state != ASU_JOB_INTERRUPTED) {
+      b->snap.step = asu_job_store_checkpoint_step(dir);
+      snprintf(b->snap.error, sizeof b->snap.error, "interrupted: the server stopped while the "
+               "job was %s; ResumeJob continues it", asu_job_state_name(b->snap.state));
+      b->snap.state = ASU_JOB_INTERRUPTED;
+      save_record(j, b);
+    }
+    if (b->snap.state == ASU_JOB_INTERRUPTED)
+      asu_log_info("job %s: adapter %s interrupted at step %u/%u; ResumeJob continues it",
+                   b->snap.id, b->snap.adapter_name, b->snap.step, b->snap.total_steps);
+    insert_loaded(j, b);
+  }
+  closedir(d);
+}
+
+int asu_jobs_create(asu_model *m, asu_registry *reg, const asu_jobs_options *opts,
                     asu_jobs **out, asu_error *err) {
   asu_jobs *j = calloc(1, sizeof *j);
   if (!j) return asu_error_set(err, ASU_ERR_NOMEM, "jobs: out of memory");
@@ -225,9 +347,18 @@ int asu_jobs_create(asu_model *m, asu_registry *reg, unsigned queue_limit, unsig
   pthread_condattr_destroy(&ca);
   j->model = m;
   j->reg = reg;
-  j->queue_limit = queue_limit;
-  j->log_every = log_every;
+  j->queue_limit = opts->queue_limit;
+  j->log_every = opts->log_every;
+  j->checkpoint_every = opts->checkpoint_every;
   j->next_id = 1;
+  if (opts->dir) {
+    if (asu_fs_mkdir_p(opts->dir, err) != ASU_OK || !(j->dir = strdup(opts->dir))) {
+      if (!j->dir && err->code == ASU_OK) asu_error_set(err, ASU_ERR_NOMEM, "out of memory");
+      asu_jobs_destroy(j);
+      return asu_error_wrap(err, "jobs directory: ");
+    }
+    load_records(j);
+  }
   int rc = pthread_create(&j->thread, NULL, job_thread, j);
   if (rc != 0) {
     asu_jobs_destroy(j);
@@ -243,7 +374,10 @@ void asu_jobs_destroy(asu_jobs *j) {
   pthread_mutex_lock(&j->mu);
   j->stop = true;
   for (job *b = j->head; b; b = b->next) {
-    if (b->snap.state == ASU_JOB_QUEUED) {
+    if (b->snap.state == ASU_JOB_QUEUED && j->dir) {
+      interrupt(j, b, "interrupted while queued: the server shut down; ResumeJob queues it "
+                "again");
+    } else if (b->snap.state == ASU_JOB_QUEUED) {
       finish(j, b, ASU_JOB_CANCELLED, "cancelled: server shutting down");
       asu_log_info("job %s: adapter %s cancelled while queued (shutdown)", b->snap.id,
                    b->snap.adapter_name);
@@ -266,6 +400,7 @@ void asu_jobs_destroy(asu_jobs *j) {
   pthread_cond_destroy(&j->changed);
   pthread_cond_destroy(&j->work);
   pthread_mutex_destroy(&j->mu);
+  free(j->dir);
   free(j);
 }
 
@@ -283,52 +418,125 @@ bool asu_jobs_training(asu_jobs *j, const char *name, char job_id[32]) {
   return b != NULL;
 }
 
+/* Whether a job for name may be queued now; called with j->mu held. */
+static int check_queue(asu_jobs *j, const char *name, const char *self, asu_error *err) {
+  unsigned queued = 0;
+  for (job *q = j->head; q; q = q->next) queued += q->snap.state == ASU_JOB_QUEUED;
+  job *busy = training(j, name);
+  if (j->stop) return asu_error_set(err, ASU_ERR_PRECONDITION, "the server is shutting down");
+  if (busy && strcmp(busy->snap.id, self))
+    return asu_error_set(err, ASU_ERR_PRECONDITION,
+                         "adapter_name \"%s\" is already being trained by %s (%s)", name,
+                         busy->snap.id, asu_job_state_name(busy->snap.state));
+  if (queued >= j->queue_limit)
+    return asu_error_set(err, ASU_ERR_LIMIT, "too many queued jobs: %u waiting, the limit is %u",
+                         queued, j->queue_limit);
+  return ASU_OK;
+}
+
+static void queue(asu_jobs *j, job *b) {
+  b->snap.state = ASU_JOB_QUEUED;
+  save_record(j, b);
+  evict(j);
+  touch(j, b);
+  pthread_cond_broadcast(&j->work);
+}
+
 int asu_jobs_submit(asu_jobs *j, asu_job_spec *spec, const char *request_id,
                     asu_job_snapshot *out, asu_error *err) {
   job *b = calloc(1, sizeof *b);
   if (!b) return asu_error_set(err, ASU_ERR_NOMEM, "jobs: out of memory");
   pthread_mutex_lock(&j->mu);
-  unsigned queued = 0;
-  for (job *q = j->head; q; q = q->next) queued += q->snap.state == ASU_JOB_QUEUED;
-  job *busy = training(j, spec->adapter_name);
-  int rc = ASU_OK;
-  if (j->stop) {
-    rc = asu_error_set(err, ASU_ERR_PRECONDITION, "the server is shutting down");
-  } else if (busy) {
-    rc = asu_error_set(err, ASU_ERR_PRECONDITION,
-                       "adapter_name \"%s\" is already being trained by %s (%s)",
-                       spec->adapter_name, busy->snap.id, asu_job_state_name(busy->snap.state));
-  } else if (queued >= j->queue_limit) {
-    rc = asu_error_set(err, ASU_ERR_LIMIT, "too many queued jobs: %u waiting, the limit is %u",
-                       queued, j->queue_limit);
+  int rc = check_queue(j, spec->adapter_name, "", err);
+  if (!rc) snprintf(b->snap.id, sizeof b->snap.id, "job-%llu", (unsigned long long)j->next_id++);
+  pthread_mutex_unlock(&j->mu);
+  if (!spec->cfg.checkpoint_every) spec->cfg.checkpoint_every = j->checkpoint_every;
+  char dir[PATH_MAX];
+  if (!rc && j->dir) {
+    job_dir(j, b, dir, sizeof dir);
+    if ((rc = asu_job_store_save_spec(dir, spec, err))) {
+      asu_error e2;
+      asu_fs_remove_tree(dir, &e2);
+      asu_error_wrap(err, "saving job %s: ", b->snap.id);
+    }
   }
-  if (rc != ASU_OK) {
-    pthread_mutex_unlock(&j->mu);
+  if (rc) {
     free(b);
     return rc;
   }
-  snprintf(b->snap.id, sizeof b->snap.id, "job-%llu", (unsigned long long)j->next_id++);
   snprintf(b->snap.adapter_name, sizeof b->snap.adapter_name, "%s", spec->adapter_name);
   snprintf(b->snap.method, sizeof b->snap.method, "%s",
            spec->cfg.method == ASU_METHOD_ASU_KL ? "asu_kl" : "asu_gd");
-  b->snap.state = ASU_JOB_QUEUED;
   b->snap.total_steps = spec->cfg.steps;
   b->snap.loss = b->snap.forget_loss = b->snap.retain_loss = b->snap.heldout_nll = NAN;
   b->snap.initial_forget_loss = b->snap.initial_retain_loss = b->snap.initial_heldout_nll = NAN;
   b->snap.created_unix = (int64_t)time(NULL);
-  b->snap.seq = 1;
   b->spec = *spec;
   memset(spec, 0, sizeof *spec);
+
+  pthread_mutex_lock(&j->mu);
+  /* Another submit may have taken the name or the last queue place meanwhile. */
+  rc = check_queue(j, b->snap.adapter_name, "", err);
+  if (rc) {
+    pthread_mutex_unlock(&j->mu);
+    if (j->dir) {
+      asu_error e2;
+      asu_fs_remove_tree(dir, &e2);
+    }
+    asu_job_spec_free(&b->spec);
+    free(b);
+    return rc;
+  }
   if (j->tail) j->tail->next = b;
   else j->head = b;
   j->tail = b;
   j->count++;
+  queue(j, b);
   *out = b->snap;
-  asu_log_info("request %s: job %s queued: adapter %s, %u steps, %u jobs were waiting",
-               request_id, b->snap.id, b->snap.adapter_name, b->snap.total_steps, queued);
-  evict(j);
-  pthread_cond_broadcast(&j->work);
+  asu_log_info("request %s: job %s queued: adapter %s, %u steps", request_id, b->snap.id,
+               b->snap.adapter_name, b->snap.total_steps);
   pthread_mutex_unlock(&j->mu);
+  return ASU_OK;
+}
+
+int asu_jobs_resume(asu_jobs *j, const char *id, asu_job_snapshot *out, asu_error *err) {
+  pthread_mutex_lock(&j->mu);
+  job *b = find(j, id);
+  int rc = ASU_OK;
+  if (!b)
+    rc = asu_error_set(err, ASU_ERR_NOT_FOUND, "job \"%s\" not found", id);
+  else if (b->snap.state != ASU_JOB_INTERRUPTED)
+    rc = asu_error_set(err, ASU_ERR_PRECONDITION, "job %s is %s; only an INTERRUPTED job can be "
+                       "resumed", id, asu_job_state_name(b->snap.state));
+  else
+    rc = check_queue(j, b->snap.adapter_name, id, err);
+  char dir[PATH_MAX] = "";
+  if (!rc) {
+    job_dir(j, b, dir, sizeof dir);
+    asu_job_snapshot ignored;
+    rc = asu_job_store_load(dir, true, &ignored, &b->spec, err);
+    if (rc) asu_error_wrap(err, "job %s cannot be resumed: ", id);
+  }
+  if (!rc) {
+    b->snap.error[0] = '\0';
+    queue(j, b);
+    *out = b->snap;
+    asu_log_info("job %s: adapter %s queued again, to resume from step %u", id,
+                 b->snap.adapter_name, asu_job_store_checkpoint_step(dir));
+  }
+  pthread_mutex_unlock(&j->mu);
+  return rc;
+}
+
+int asu_jobs_list(asu_jobs *j, asu_job_snapshot **out, size_t *count, asu_error *err) {
+  pthread_mutex_lock(&j->mu);
+  asu_job_snapshot *a = calloc(j->count ? j->count : 1, sizeof *a);
+  size_t n = 0;
+  for (job *b = j->head; b && a; b = b->next) a[n++] = b->snap;
+  pthread_mutex_unlock(&j->mu);
+  if (!a) return asu_error_set(err, ASU_ERR_NOMEM, "jobs: out of memory");
+  *out = a;
+  *count = n;
   return ASU_OK;
 }
 
@@ -348,9 +556,11 @@ int asu_jobs_cancel(asu_jobs *j, const char *id, unsigned wait_ms, asu_job_snaps
     pthread_mutex_unlock(&j->mu);
     return asu_error_set(err, ASU_ERR_NOT_FOUND, "job \"%s\" not found", id);
   }
-  if (b->snap.state == ASU_JOB_QUEUED) {
-    finish(j, b, ASU_JOB_CANCELLED, "cancelled while queued");
-    asu_log_info("job %s: adapter %s cancelled while queued", id, b->snap.adapter_name);
+  if (b->snap.state == ASU_JOB_QUEUED || b->snap.state == ASU_JOB_INTERRUPTED) {
+    const char *where = b->snap.state == ASU_JOB_QUEUED ? "queued" : "interrupted";
+    finish(j, b, ASU_JOB_CANCELLED, b->snap.state == ASU_JOB_QUEUED ? "cancelled while queued"
+                                                                     : "cancelled while interrupted");
+    asu_log_info("job %s: adapter %s cancelled while %s", id, b->snap.adapter_name, where);
   } else if (b->snap.state == ASU_JOB_RUNNING) {
     if (!b->cancel_requested)
       asu_log_info("job %s: adapter %s: cancel requested at step %u", id, b->snap.adapter_name,

@@ -18,6 +18,7 @@ enum asu_job_state {
   ASU_JOB_SUCCEEDED = 3,
   ASU_JOB_FAILED = 4,
   ASU_JOB_CANCELLED = 5,
+  ASU_JOB_INTERRUPTED = 6, /* stopped by a shutdown or a crash; ResumeJob continues it */
 };
 
 typedef struct asu_job_snapshot {
@@ -48,12 +49,28 @@ void asu_job_spec_free(asu_job_spec *spec);
 
 typedef struct asu_jobs asu_jobs;
 
-/* queue_limit: most jobs waiting in QUEUED; log_every: progress log period in steps (0: about
-   ten lines a job). */
-int asu_jobs_create(asu_model *m, asu_registry *reg, unsigned queue_limit, unsigned log_every,
+typedef struct asu_jobs_options {
+  unsigned queue_limit;      /* max jobs waiting in QUEUED */
+  unsigned log_every;        /* progress log period in steps; 0: about ten lines a job */
+  const char *dir;           /* where job records persist; NULL keeps them in memory only */
+  unsigned checkpoint_every; /* default checkpoint period in steps; 0: none */
+} asu_jobs_options;
+
+/* Creates the queue and its thread. With a directory, the jobs recorded there are listed
+   again: finished ones as they ended, and the others as INTERRUPTED. */
+int asu_jobs_create(asu_model *m, asu_registry *reg, const asu_jobs_options *opts,
                     asu_jobs **out, asu_error *err);
-/* Cancels the running and queued jobs, joins the job thread, frees everything. */
+/* Stops the running job and joins the job thread. With a directory, running and queued jobs
+   are recorded as INTERRUPTED so that a later server resumes them; without one they end
+   CANCELLED. Frees everything. */
 void asu_jobs_destroy(asu_jobs *j);
+
+/* Queues an INTERRUPTED job again. It continues from its last checkpoint, or from the start
+   when it has none. Fails with ASU_ERR_PRECONDITION for a job in another state. */
+int asu_jobs_resume(asu_jobs *j, const char *id, asu_job_snapshot *out, asu_error *err);
+
+/* Snapshots of every kept job, oldest first (malloc'd array, free with free()). */
+int asu_jobs_list(asu_jobs *j, asu_job_snapshot **out, size_t *count, asu_error *err);
 
 /* Queues a job. Fails with ASU_ERR_LIMIT when the queue is full and ASU_ERR_PRECONDITION when
    a queued or running job already trains that adapter name. On success the spec is moved into
@@ -63,8 +80,8 @@ int asu_jobs_submit(asu_jobs *j, asu_job_spec *spec, const char *request_id,
 
 int asu_jobs_get(asu_jobs *j, const char *id, asu_job_snapshot *out, asu_error *err);
 
-/* Cancels a queued job at once. A running job is requested to stop, and the call waits up to
-   wait_ms for it to end. */
+/* Cancels a queued or interrupted job at once. A running job is requested to stop, and the call
+   waits up to wait_ms for it to end. */
 int asu_jobs_cancel(asu_jobs *j, const char *id, unsigned wait_ms, asu_job_snapshot *out,
                     asu_error *err);
 

@@ -175,7 +175,12 @@ static int open_server(asu_server *s, const asu_plugin_config *cfg, asu_error *e
   int rc = asu_model_load(cfg->model, cfg->device, &s->model, err);
   if (!rc && (rc = asu_registry_open(s->model, cfg->adapters, &s->reg, err)))
     asu_error_wrap(err, "adapters directory %s: ", cfg->adapters);
-  if (!rc) rc = asu_jobs_create(s->model, s->reg, s->limits.max_queued_jobs, 0, &s->jobs, err);
+  char jobs_dir[PATH_MAX];
+  snprintf(jobs_dir, sizeof jobs_dir, "%s/%s", cfg->adapters, ASU_JOBS_SUBDIR);
+  asu_jobs_options jobs = {.queue_limit = s->limits.max_queued_jobs,
+                           .dir = jobs_dir,
+                           .checkpoint_every = cfg->checkpoint_every};
+  if (!rc) rc = asu_jobs_create(s->model, s->reg, &jobs, &s->jobs, err);
   return rc;
 }
 

@@ -16,6 +16,7 @@ typedef struct key_spec {
 
 #define STRING_KEY(f) {#f, KEY_STRING, offsetof(asu_plugin_config, f), 0}
 #define COUNT_KEY(f, max) {#f, KEY_COUNT, offsetof(asu_plugin_config, limits.f), max}
+#define STEPS_KEY(f, max) {#f, KEY_COUNT, offsetof(asu_plugin_config, f), max}
 
 static const key_spec keys[] = {
     STRING_KEY(model),
@@ -27,6 +28,7 @@ static const key_spec keys[] = {
     COUNT_KEY(max_prompt_bytes, 64u << 20),
     COUNT_KEY(max_queued_jobs, 10000u),
     COUNT_KEY(max_calls, 100000u),
+    STEPS_KEY(checkpoint_every, 1000000u),
 };
 
 static int set_key(const key_spec *k, const cJSON *v, asu_plugin_config *out, asu_error *err) {
@@ -61,7 +63,7 @@ static int parse_object(const cJSON *root, asu_plugin_config *out, asu_error *er
     if (!k)
       return asu_error_set(err, ASU_ERR_INVALID, "unknown key \"%.80s\"; the keys are model, "
                            "adapters, device, auth_token, data_root, max_tokens, "
-                           "max_prompt_bytes, max_queued_jobs and max_calls", v->string);
+                           "max_prompt_bytes, max_queued_jobs, max_calls and checkpoint_every", v->string);
     int rc = set_key(k, v, out, err);
     if (rc) return rc;
   }
@@ -76,6 +78,7 @@ int asu_plugin_config_parse(const char *text, asu_plugin_config *out, asu_error 
   memset(out, 0, sizeof *out);
   out->limits = (asu_server_limits){
       .max_tokens = 4096, .max_prompt_bytes = 16384, .max_queued_jobs = 8, .max_calls = 64};
+  out->checkpoint_every = 25;
   cJSON *root = text ? cJSON_Parse(text) : NULL;
   if (!root)
     return asu_error_set(err, ASU_ERR_INVALID, "not valid JSON (near byte %zu)",

@@ -26,6 +26,7 @@
 
 struct asu_adapter_ref {
   char name[65];
+  char job_id[32]; /* the job that saved this version, "" when unknown */
   uint32_t version;
   uint32_t rank;
   int64_t created_unix;
@@ -65,8 +66,9 @@ static void fill_info(asu_registry *r, const asu_adapter_ref *e, asu_adapter_inf
   out->active = r->active == e;
 }
 
-/* Reads <adapter_dir>/asu_version.json. Missing fields stay as given. */
-static int read_version(const char *adapter_dir, uint32_t *version, int64_t *created) {
+/* Reads <adapter_dir>/asu_version.json. Missing fields stay as given; job_id may be NULL. */
+static int read_version(const char *adapter_dir, uint32_t *version, int64_t *created,
+                        char job_id[32]) {
   char path[PATH_MAX + 32];
   snprintf(path, sizeof path, "%s/%s", adapter_dir, VERSION_FILE);
   char *text = NULL;
@@ -83,6 +85,8 @@ static int read_version(const char *adapter_dir, uint32_t *version, int64_t *cre
     rc = 0;
   }
   if (cJSON_IsNumber(c)) *created = (int64_t)c->valuedouble;
+  const cJSON *job = cJSON_GetObjectItemCaseSensitive(j, "job");
+  if (job_id && cJSON_IsString(job)) snprintf(job_id, 32, "%.31s", job->valuestring);
   cJSON_Delete(j);
   return rc;
 }
@@ -152,7 +156,7 @@ static int load_entry(asu_registry *r, const char *name, asu_adapter_ref **out, 
   e->version = 1;
   struct stat st;
   e->created_unix = stat(path, &st) == 0 ? (int64_t)st.st_mtime : 0;
-  if (read_version(path, &e->version, &e->created_unix) != 0)
+  if (read_version(path, &e->version, &e->created_unix, e->job_id) != 0)
     asu_log_warn("adapter %s: no readable %s, assuming version 1", name, VERSION_FILE);
   asu_log_info("adapter %s: loaded version %u (rank %u) from %s", name, e->version, e->rank,
                path);
@@ -216,7 +220,9 @@ int asu_registry_open(asu_model *m, const char *dir, asu_registry **out, asu_err
   struct dirent *de;
   while ((de = readdir(d))) {
     const char *name = de->d_name;
-    if (!strcmp(name, ".") || !strcmp(name, "..") || !strcmp(name, ACTIVE_FILE)) continue;
+    if (!strcmp(name, ".") || !strcmp(name, "..") || !strcmp(name, ACTIVE_FILE) ||
+        !strcmp(name, ASU_JOBS_SUBDIR))
+      continue;
     char path[PATH_MAX];
     snprintf(path, sizeof path, "%s/%s", dir, name);
     if (!strncmp(name, TMP_PREFIX, strlen(TMP_PREFIX)) ||
@@ -291,7 +297,7 @@ static int add_locked(asu_registry *r, const char *name, asu_lora *lora, bool ac
   pthread_mutex_unlock(&r->mu);
   uint32_t on_disk = 0;
   int64_t ignored = 0;
-  if (read_version(final, &on_disk, &ignored) == 0 && on_disk > version) version = on_disk;
+  if (read_version(final, &on_disk, &ignored, NULL) == 0 && on_disk > version) version = on_disk;
   version++;
   int64_t created = (int64_t)time(NULL);
 
@@ -312,6 +318,7 @@ static int add_locked(asu_registry *r, const char *name, asu_lora *lora, bool ac
   e->rank = asu_lora_rank(lora);
   e->created_unix = created;
   e->lora = lora;
+  snprintf(e->job_id, sizeof e->job_id, "%s", job_id);
 
   pthread_mutex_lock(&r->mu);
   prev = find(r, name);
@@ -431,6 +438,16 @@ int asu_registry_list(asu_registry *r, asu_adapter_info **out, size_t *count, ch
   *out = a;
   *count = n;
   return ASU_OK;
+}
+
+bool asu_registry_saved_by(asu_registry *r, const char *name, const char *job_id,
+                           uint32_t *version) {
+  pthread_mutex_lock(&r->mu);
+  asu_adapter_ref *e = find(r, name);
+  bool saved = e && !strcmp(e->job_id, job_id);
+  if (saved) *version = e->version;
+  pthread_mutex_unlock(&r->mu);
+  return saved;
 }
 
 bool asu_registry_has(asu_registry *r, const char *name) {

@@ -14,6 +14,9 @@
 #include "asu_engine.h"
 #include "asu_error.h"
 
+/* The directory inside the adapters directory that keeps the job records. */
+#define ASU_JOBS_SUBDIR ".jobs"
+
 typedef struct asu_registry asu_registry;
 typedef struct asu_adapter_ref asu_adapter_ref;
 
@@ -54,6 +57,11 @@ int asu_registry_list(asu_registry *r, asu_adapter_info **out, size_t *count, ch
                       asu_error *err);
 
 bool asu_registry_has(asu_registry *r, const char *name);
+
+/* Whether the current version of name was saved by job_id (recorded in asu_version.json), and
+   which version that is. */
+bool asu_registry_saved_by(asu_registry *r, const char *name, const char *job_id,
+                           uint32_t *version);
 
 /* Loads the PEFT adapter in src_dir, checking every tensor against the model, and saves it as
    the next version of name. tag names the work directories (one per concurrent import). */
