@@ -77,6 +77,10 @@ typedef struct asu_unlearn_config {
      data there resumes from it instead of starting over. */
   const char *checkpoint_dir;
   uint32_t checkpoint_every;
+  /* Dispatches per queue submission of a training step; 0 submits each step whole. A server
+     that generates while it trains sets it, so that a generated token waits for one slice of
+     a step at most (asu_cmd_set_flush_every). */
+  uint32_t dispatches_per_submit;
 } asu_unlearn_config;
 
 void asu_unlearn_defaults(asu_unlearn_config *cfg);

@@ -100,6 +100,11 @@ int asu_cmd_status(const asu_cmd *cmd, asu_error *err);
 /* Submits the recorded work, waits for it to finish and resets the command for new recording.
    Returns the first recording error instead of submitting if there was one. */
 int asu_cmd_submit(asu_cmd *cmd, asu_error *err);
+/* Makes the command submit its recorded work by itself after every `dispatches` dispatches (0:
+   only in asu_cmd_submit). The queue runs submissions in order, so a long job recorded this way
+   makes another thread's command wait for at most one slice of it instead of the whole job. A
+   failed slice is kept like a recording error and returned by asu_cmd_submit. */
+void asu_cmd_set_flush_every(asu_cmd *cmd, uint32_t dispatches);
 void asu_cmd_destroy(asu_cmd *cmd);
 
 /* Number of warnings and errors the Khronos validation layer reported in this process

@@ -127,6 +127,7 @@ static int prepare_buffers(unlearn_run *r, asu_error *err) {
       if (!rc) rc = asu_adam_add(m->dev, &r->adam, pair->b, grad->b, pair->out * c->lora_rank, err);
     }
   if (!rc) rc = asu_cmd_begin(m->dev, &r->cmd, err);
+  if (!rc) asu_cmd_set_flush_every(r->cmd, c->dispatches_per_submit);
   return rc;
 }
 

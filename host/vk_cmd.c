@@ -117,6 +117,18 @@ void asu_profile_report(asu_device *dev) {
   }
 }
 
+/* Submits the work recorded so far as one slice and goes on recording. */
+static void flush_slice(asu_cmd *cmd) {
+  asu_error err;
+  asu_error_clear(&err);
+  if (asu_cmd_submit(cmd, &err) != ASU_OK) cmd->error = err;
+}
+
+void asu_cmd_set_flush_every(asu_cmd *cmd, uint32_t dispatches) {
+  cmd->flush_every = dispatches;
+  cmd->since_flush = 0;
+}
+
 void asu_cmd_dispatch(asu_cmd *cmd, asu_kernel *kernel, asu_buffer *const *buffers,
                       const void *push, uint32_t groups_x, uint32_t groups_y, uint32_t groups_z) {
   if (cmd->error.code != ASU_OK) return;
@@ -166,6 +178,7 @@ void asu_cmd_dispatch(asu_cmd *cmd, asu_kernel *kernel, asu_buffer *const *buffe
   vkCmdDispatch(cmd->cb, groups_x, groups_y, groups_z);
   barrier(cmd);
   if (cmd->dev->profile) profile_dispatch(cmd, kernel->shader);
+  else if (cmd->flush_every && ++cmd->since_flush >= cmd->flush_every) flush_slice(cmd);
 }
 
 void asu_cmd_fill(asu_cmd *cmd, asu_buffer *buf, size_t offset, size_t bytes, uint32_t word) {
@@ -215,6 +228,7 @@ int asu_cmd_submit(asu_cmd *cmd, asu_error *err) {
     if (r != VK_SUCCESS) rc = asu_vk_fail(err, r, "submitting a command");
   }
   vkResetCommandBuffer(cmd->cb, 0);
+  cmd->since_flush = 0;
   int rc2 = begin_recording(cmd, rc ? NULL : err);
   return rc ? rc : rc2;
 }

@@ -91,6 +91,8 @@ struct asu_cmd {
   VkFence fence;
   int recording;
   asu_error error;
+  uint32_t flush_every; /* dispatches between automatic submissions; 0: none */
+  uint32_t since_flush;
 };
 
 /* Returns a readable name for a VkResult, as in "VK_ERROR_OUT_OF_DEVICE_MEMORY". */

@@ -33,6 +33,9 @@
      "max_calls"           most calls served at once (default 64)
      "checkpoint_every"    steps between the checkpoints of a job (default 25); the job
                            records and checkpoints live in <adapters>/.jobs
+     "dispatches_per_submit"  kernel dispatches per queue submission of a training step
+                           (default 32), so that a generation waits for one such slice of a
+                           running job at most, not for a whole step
    An unknown key is an error, so a misspelt setting never goes unnoticed. */
 #ifndef ASU_PLUGIN_H
 #define ASU_PLUGIN_H

@@ -35,7 +35,7 @@ struct asu_jobs {
   bool stop;
   asu_model *model;
   asu_registry *reg;
-  unsigned queue_limit, log_every, checkpoint_every;
+  unsigned queue_limit, log_every, checkpoint_every, dispatches_per_submit;
   char *dir; /* NULL: records stay in memory */
   job *head, *tail; /* every kept job, oldest first */
   size_t count;
@@ -188,6 +188,7 @@ static void run_job(asu_jobs *j, job *b) {
   asu_job_spec *spec = &b->spec;
   asu_unlearn_config cfg = spec->cfg;
   cfg.prompt_template = spec->prompt_template;
+  cfg.dispatches_per_submit = j->dispatches_per_submit;
   char checkpoints[PATH_MAX];
   if (j->dir && cfg.checkpoint_every) {
     snprintf(checkpoints, sizeof checkpoints, "%s/%s/checkpoint", j->dir, b->snap.id);
@@ -350,6 +351,7 @@ int asu_jobs_create(asu_model *m, asu_registry *reg, const asu_jobs_options *opt
   j->queue_limit = opts->queue_limit;
   j->log_every = opts->log_every;
   j->checkpoint_every = opts->checkpoint_every;
+  j->dispatches_per_submit = opts->dispatches_per_submit;
   j->next_id = 1;
   if (opts->dir) {
     if (asu_fs_mkdir_p(opts->dir, err) != ASU_OK || !(j->dir = strdup(opts->dir))) {

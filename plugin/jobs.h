@@ -54,6 +54,7 @@ typedef struct asu_jobs_options {
   unsigned log_every;        /* progress log period in steps; 0: about ten lines a job */
   const char *dir;           /* where job records persist; NULL keeps them in memory only */
   unsigned checkpoint_every; /* default checkpoint period in steps; 0: none */
+  unsigned dispatches_per_submit; /* training slices, to bound generation waits; 0: whole steps */
 } asu_jobs_options;
 
 /* Creates the queue and its thread. With a directory, the jobs recorded there are listed

@@ -12,7 +12,8 @@ typedef struct asu_plugin_config {
   char *auth_token; /* NULL: none */
   char *data_root;  /* NULL: none */
   asu_server_limits limits;
-  uint32_t checkpoint_every; /* steps between a job's checkpoints */
+  uint32_t checkpoint_every;      /* steps between a job's checkpoints */
+  uint32_t dispatches_per_submit; /* slices of a training step on the queue */
 } asu_plugin_config;
 
 /* Parses and checks text; on failure the message names the key and the value. */

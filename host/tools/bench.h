@@ -13,6 +13,7 @@
 #include "asu_engine.h"
 #include "asu_error.h"
 #include "asu_vk.h"
+#include "train_internal.h"
 
 typedef struct bench_options {
   bool json, quick, kernels, e2e, llama;
@@ -62,6 +63,7 @@ int bench_print_json(const bench_machine *machine, const bench_results *r, asu_e
 /* ---- Timing (bench_timing.c). ---- */
 
 double bench_now(void);
+void bench_sleep(double seconds);
 
 /* Runs n repeats of the thing measured and returns the seconds to count for them. */
 /* Whether --filter selects the kernel row `name shape` (always, without a filter). */
@@ -127,6 +129,14 @@ int bench_decode_times(const bench_options *o, asu_model *m, double *prefill_sec
    o->train_examples examples of o->train_tokens tokens (bench_train.c). */
 int bench_train_times(const bench_options *o, asu_model *m, uint32_t *rows,
                       double *teacher_seconds, double *step_seconds, asu_error *err);
+
+/* n examples of `tokens` random ids after BOS, the second half of each its answer. */
+int bench_train_examples(const asu_model *m, uint32_t n, uint32_t tokens, asu_token_set *set,
+                         asu_error *err);
+/* Rows of the time between generated tokens while an unlearning job trains on m, against the
+   same generation alone (bench_serve.c). */
+int bench_serve_latency(const bench_options *o, asu_model *m, const char *label,
+                        bench_results *r, asu_error *err);
 
 /* Prefill, decode, teacher, training step and peak memory rows of one model file; label is
    what the rows carry as their shape ("stories260K", "llama768-f32"). */

@@ -147,6 +147,7 @@ int bench_e2e(const bench_options *o, const char *path, const char *label, bench
   bench_add(r, "load", label, bench_now() - start, "s", NULL, 0);
   rc = measure_model(o, m, &times, err);
   if (!rc) rc = add_rows(o, m, &times, label, r, err);
+  if (!rc) rc = bench_serve_latency(o, m, label, r, err);
   asu_model_destroy(m);
   return rc ? asu_error_wrap(err, "%s: ", label) : ASU_OK;
 }

@@ -8,8 +8,7 @@
 #include "bench.h"
 #include "train_internal.h"
 
-/* Examples of `tokens` random ids after BOS; the second half of each is its answer. */
-static int make_examples(const asu_model *m, uint32_t n, uint32_t tokens, asu_token_set *set,
+int bench_train_examples(const asu_model *m, uint32_t n, uint32_t tokens, asu_token_set *set,
                          asu_error *err) {
   uint32_t vocab = m->cfg.vocab;
   set->items = calloc(n, sizeof *set->items);
@@ -67,7 +66,7 @@ int bench_train_times(const bench_options *o, asu_model *m, uint32_t *rows,
   report_times times = {.cap = cfg.steps + 1};
   times.at = malloc(times.cap * sizeof *times.at);
   int rc = times.at ? ASU_OK : asu_error_set(err, ASU_ERR_NOMEM, "out of memory");
-  if (!rc) rc = make_examples(m, o->train_examples, o->train_tokens, &examples, err);
+  if (!rc) rc = bench_train_examples(m, o->train_examples, o->train_tokens, &examples, err);
   uint32_t n_forget = o->train_examples > 1 ? o->train_examples / 2 : 1;
   asu_lora *lora = NULL;
   /* A short job first, so that the timed one compiles no kernel. */
