@@ -134,4 +134,13 @@ int asu_lora_load(asu_model *m, const char *dir, asu_lora **out, asu_error *err)
 void asu_lora_destroy(asu_lora *a);
 uint32_t asu_lora_rank(const asu_lora *a);
 
+/* Copies an adapter's weights to host memory and frees its device buffers; generating with an
+   evicted adapter is invalid until asu_lora_restore uploads them again. Both keep the weights
+   bit for bit, and both do nothing when the adapter already is where they move it. */
+int asu_lora_evict(asu_lora *a, asu_error *err);
+int asu_lora_restore(asu_lora *a, asu_error *err);
+bool asu_lora_resident(const asu_lora *a);
+/* Bytes the adapter's weights take on the device when resident. */
+size_t asu_lora_device_bytes(const asu_lora *a);
+
 #endif

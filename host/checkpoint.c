@@ -20,7 +20,9 @@
 static const char *const kinds[] = {"param", "m", "v"};
 
 static asu_buffer *buffer_of(const asu_adam_param *p, int kind) {
-  return kind == 0 ? p->param : kind == 1 ? p->m : p->v;
+  if (kind == 0) return p->param;
+  if (kind == 1) return p->m;
+  return p->v;
 }
 
 static int write_tensors(const char *path, const asu_adam *adam, asu_error *err) {

@@ -101,6 +101,7 @@ void asu_lora_destroy(asu_lora *l) {
     }
   free(l->pairs);
   free(l->base_model);
+  free(l->host);
   free(l);
 }
 

@@ -60,6 +60,7 @@ struct asu_lora {
   char *base_model;                     /* path of the model it was made for */
   float alpha, scale;
   asu_lora_pair (*pairs)[ASU_LORA_PROJECTIONS];  /* buffers NULL for projections not targeted */
+  float *host; /* the weights while evicted (asu_lora_evict), else NULL */
 };
 
 /* PEFT module names of the projections, in asu_lora_target bit order. */

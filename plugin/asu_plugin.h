@@ -36,6 +36,8 @@
      "dispatches_per_submit"  kernel dispatches per queue submission of a training step
                            (default 32), so that a generation waits for one such slice of a
                            running job at most, not for a whole step
+     "max_resident_adapters"  adapters kept on the device (default 16); the least recently
+                           used ones that no request pins move to host memory
    An unknown key is an error, so a misspelt setting never goes unnoticed. */
 #ifndef ASU_PLUGIN_H
 #define ASU_PLUGIN_H

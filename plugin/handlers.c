@@ -461,6 +461,7 @@ static void adapter_to_proto(const asu_adapter_info *a, Asu__V1__Adapter *p) {
   p->active = a->active;
   p->rank = a->rank;
   p->created_unix = a->created_unix;
+  p->resident = a->resident;
 }
 
 static int handle_list_adapters(asu_server *s, asu_rpc_call *c) {

@@ -313,7 +313,7 @@ static void load_records(asu_jobs *j) {
     uint32_t version = 0;
     if (!asu_job_state_terminal(b->snap.state) &&
         asu_registry_saved_by(j->reg, b->snap.adapter_name, b->snap.id, &version)) {
-      /* The server stopped after the adapter was saved but before the record said so. */
+      /* The server stopped after saving the adapter but before updating the record. */
       b->snap.adapter_version = version;
       b->snap.step = b->snap.total_steps;
       finish(j, b, ASU_JOB_SUCCEEDED, NULL);

@@ -86,15 +86,13 @@ static int handle_model_ready(asu_server *s, asu_rpc_call *c) {
   if (!req) return 0;
   asu_oip_model m;
   if (asu_oip_resolve(s, c, req->name, req->version, &m)) {
-    const asu_lora *lora;
-    asu_adapter_ref *ref = NULL;
     asu_adapter_info info;
     asu_error err;
     Inference__ModelReadyResponse r = INFERENCE__MODEL_READY_RESPONSE__INIT;
-    if (asu_registry_pin(s->reg, m.adapter, &lora, &ref, &info, &err) == ASU_OK) {
+    if (!strcmp(m.adapter, "none"))
+      r.ready = true;
+    else if (asu_registry_info(s->reg, m.adapter, &info, &err) == ASU_OK)
       r.ready = !m.version || m.version == info.version;
-      asu_registry_unpin(s->reg, ref);
-    }
     asu_rpc_finish(c, &r.base, GRPC_STATUS_OK, "");
   }
   FREE_REQ(req);
@@ -106,18 +104,17 @@ static int handle_model_metadata(asu_server *s, asu_rpc_call *c) {
       c, &inference__model_metadata_request__descriptor);
   if (!req) return 0;
   asu_oip_model m;
-  const asu_lora *lora;
-  asu_adapter_ref *ref = NULL;
-  asu_adapter_info info;
+  asu_adapter_info info = {0};
   asu_error err;
   asu_error_clear(&err);
+  bool base = false;
   if (!asu_oip_resolve(s, c, req->name, req->version, &m)) {
-  } else if (asu_registry_pin(s->reg, m.adapter, &lora, &ref, &info, &err) != ASU_OK) {
+  } else if (!(base = !strcmp(m.adapter, "none")) &&
+             asu_registry_info(s->reg, m.adapter, &info, &err) != ASU_OK) {
     asu_reject_err(c, &err);
   } else {
-    asu_registry_unpin(s->reg, ref);
     char version[16];
-    snprintf(version, sizeof version, "%u", info.name[0] ? info.version : 1u);
+    snprintf(version, sizeof version, "%u", base ? 1u : info.version);
     char *versions[] = {version};
     int64_t shape[] = {-1};
     Inference__ModelMetadataResponse__TensorMetadata in =

@@ -36,11 +36,8 @@ static int send_index(asu_server *s, asu_rpc_call *c, bool ready_only) {
   if (entries && list && versions) {
     set_entry(&entries[k++], s->model_name, 1, true, versions[0]);
     for (size_t i = 0; i < n; i++) {
-      const asu_lora *lora;
-      asu_adapter_ref *ref = NULL;
       asu_adapter_info info;
-      bool loaded = asu_registry_pin(s->reg, names[i], &lora, &ref, &info, &err) == ASU_OK;
-      if (loaded) asu_registry_unpin(s->reg, ref);
+      bool loaded = asu_registry_info(s->reg, names[i], &info, &err) == ASU_OK;
       if (ready_only && !loaded) continue;
       set_entry(&entries[k], names[i], loaded ? info.version : 0, loaded, versions[k]);
       k++;

@@ -173,7 +173,8 @@ static int open_server(asu_server *s, const asu_plugin_config *cfg, asu_error *e
   model_name_from_path(cfg->model, s->model_name, sizeof s->model_name);
   asu_log_info("loading model %s on device %s", cfg->model, cfg->device ? cfg->device : "(default)");
   int rc = asu_model_load(cfg->model, cfg->device, &s->model, err);
-  if (!rc && (rc = asu_registry_open(s->model, cfg->adapters, &s->reg, err)))
+  if (!rc && (rc = asu_registry_open(s->model, cfg->adapters, cfg->max_resident_adapters,
+                                     &s->reg, err)))
     asu_error_wrap(err, "adapters directory %s: ", cfg->adapters);
   char jobs_dir[PATH_MAX];
   snprintf(jobs_dir, sizeof jobs_dir, "%s/%s", cfg->adapters, ASU_JOBS_SUBDIR);

@@ -30,6 +30,7 @@ static const key_spec keys[] = {
     COUNT_KEY(max_calls, 100000u),
     STEPS_KEY(checkpoint_every, 1000000u),
     STEPS_KEY(dispatches_per_submit, 1000000u),
+    STEPS_KEY(max_resident_adapters, 100000u),
 };
 
 static int set_key(const key_spec *k, const cJSON *v, asu_plugin_config *out, asu_error *err) {
@@ -64,8 +65,8 @@ static int parse_object(const cJSON *root, asu_plugin_config *out, asu_error *er
     if (!k)
       return asu_error_set(err, ASU_ERR_INVALID, "unknown key \"%.80s\"; the keys are model, "
                            "adapters, device, auth_token, data_root, max_tokens, "
-                           "max_prompt_bytes, max_queued_jobs, max_calls, checkpoint_every and "
-                           "dispatches_per_submit", v->string);
+                           "max_prompt_bytes, max_queued_jobs, max_calls, checkpoint_every, "
+                           "dispatches_per_submit and max_resident_adapters", v->string);
     int rc = set_key(k, v, out, err);
     if (rc) return rc;
   }
@@ -82,6 +83,7 @@ int asu_plugin_config_parse(const char *text, asu_plugin_config *out, asu_error 
       .max_tokens = 4096, .max_prompt_bytes = 16384, .max_queued_jobs = 8, .max_calls = 64};
   out->checkpoint_every = 25;
   out->dispatches_per_submit = 32;
+  out->max_resident_adapters = 16;
   cJSON *root = text ? cJSON_Parse(text) : NULL;
   if (!root)
     return asu_error_set(err, ASU_ERR_INVALID, "not valid JSON (near byte %zu)",

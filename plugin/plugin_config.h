@@ -14,6 +14,7 @@ typedef struct asu_plugin_config {
   asu_server_limits limits;
   uint32_t checkpoint_every;      /* steps between a job's checkpoints */
   uint32_t dispatches_per_submit; /* slices of a training step on the queue */
+  uint32_t max_resident_adapters; /* adapters kept on the device */
 } asu_plugin_config;
 
 /* Parses and checks text; on failure the message names the key and the value. */

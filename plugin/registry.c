@@ -32,6 +32,7 @@ struct asu_adapter_ref {
   int64_t created_unix;
   asu_lora *lora;
   unsigned pins;
+  uint64_t last_used; /* registry tick of the latest pin or save */
   bool retired; /* replaced by a newer version: destroyed at the last unpin */
   struct asu_adapter_ref *next;
 };
@@ -43,6 +44,8 @@ struct asu_registry {
   char dir[PATH_MAX - 256]; /* leaves room for the names of the files inside */
   asu_adapter_ref *list;   /* current version of each name */
   asu_adapter_ref *active; /* one of list, or NULL for the base model */
+  unsigned max_resident;   /* adapters kept on the device; 0: no limit */
+  uint64_t tick;
 };
 
 static void entry_destroy(asu_adapter_ref *e) {
@@ -56,6 +59,13 @@ static asu_adapter_ref *find(asu_registry *r, const char *name) {
   return NULL;
 }
 
+static void insert_sorted(asu_registry *r, asu_adapter_ref *e) {
+  asu_adapter_ref **p = &r->list;
+  while (*p && strcmp((*p)->name, e->name) < 0) p = &(*p)->next;
+  e->next = *p;
+  *p = e;
+}
+
 static void fill_info(asu_registry *r, const asu_adapter_ref *e, asu_adapter_info *out) {
   memset(out, 0, sizeof *out);
   if (!e) return;
@@ -64,6 +74,39 @@ static void fill_info(asu_registry *r, const asu_adapter_ref *e, asu_adapter_inf
   out->rank = e->rank;
   out->created_unix = e->created_unix;
   out->active = r->active == e;
+  out->resident = asu_lora_resident(e->lora);
+}
+
+/* Evicts the least recently used unpinned adapters to host memory while more than
+   max_resident are on the device; keep stays. Pinned adapters are never evicted, so the limit
+   is exceeded while more of them are in use. Called with r->mu held. */
+static void enforce_residency(asu_registry *r, const asu_adapter_ref *keep) {
+  if (!r->max_resident) return;
+  unsigned resident = 0;
+  for (asu_adapter_ref *e = r->list; e; e = e->next) resident += asu_lora_resident(e->lora);
+  while (resident > r->max_resident) {
+    asu_adapter_ref *lru = NULL;
+    for (asu_adapter_ref *e = r->list; e; e = e->next)
+      if (e != keep && e->pins == 0 && asu_lora_resident(e->lora) &&
+          (!lru || e->last_used < lru->last_used))
+        lru = e;
+    if (!lru) return;
+    asu_error err;
+    if (asu_lora_evict(lru->lora, &err) != ASU_OK) {
+      asu_log_error("adapter %s: cannot move it to host memory: %s", lru->name, err.message);
+      return;
+    }
+    asu_log_info("adapter %s version %u: moved to host memory (%u adapters on the device, the "
+                 "limit is %u)", lru->name, lru->version, resident - 1, r->max_resident);
+    resident--;
+  }
+}
+
+/* Lists e as the current version of its name and marks it used; called with r->mu held. */
+static void insert_used(asu_registry *r, asu_adapter_ref *e) {
+  insert_sorted(r, e);
+  e->last_used = ++r->tick;
+  enforce_residency(r, e);
 }
 
 /* Reads <adapter_dir>/asu_version.json. Missing fields stay as given; job_id may be NULL. */
@@ -132,13 +175,6 @@ static int write_active(asu_registry *r, const char *name, asu_error *err) {
   return rc;
 }
 
-static void insert_sorted(asu_registry *r, asu_adapter_ref *e) {
-  asu_adapter_ref **p = &r->list;
-  while (*p && strcmp((*p)->name, e->name) < 0) p = &(*p)->next;
-  e->next = *p;
-  *p = e;
-}
-
 /* Loads <dir>/<name> into a new entry, not yet listed. */
 static int load_entry(asu_registry *r, const char *name, asu_adapter_ref **out, asu_error *err) {
   char path[PATH_MAX];
@@ -172,7 +208,7 @@ static void load_one(asu_registry *r, const char *name) {
     asu_log_warn("adapter %s: skipping it: %s (%s)", name, err.message, asu_status_name(err.code));
     return;
   }
-  insert_sorted(r, e);
+  insert_used(r, e);
 }
 
 static void restore_active(asu_registry *r) {
@@ -200,7 +236,8 @@ static void restore_active(asu_registry *r) {
   cJSON_Delete(j);
 }
 
-int asu_registry_open(asu_model *m, const char *dir, asu_registry **out, asu_error *err) {
+int asu_registry_open(asu_model *m, const char *dir, unsigned max_resident,
+                      asu_registry **out, asu_error *err) {
   if (strlen(dir) >= PATH_MAX - 256)
     return asu_error_set(err, ASU_ERR_INVALID, "adapters directory path too long: %s", dir);
   if (asu_fs_mkdir_p(dir, err) != ASU_OK) return err->code;
@@ -209,6 +246,7 @@ int asu_registry_open(asu_model *m, const char *dir, asu_registry **out, asu_err
   pthread_mutex_init(&r->mu, NULL);
   pthread_mutex_init(&r->add_mu, NULL);
   r->model = m;
+  r->max_resident = max_resident;
   snprintf(r->dir, sizeof r->dir, "%s", dir);
 
   DIR *d = opendir(dir);
@@ -329,7 +367,7 @@ static int add_locked(asu_registry *r, const char *name, asu_lora *lora, bool ac
     *p = prev->next;
     prev->next = NULL;
   }
-  insert_sorted(r, e);
+  insert_used(r, e);
   if (was_active) r->active = e;
   if (activate && !was_active) {
     asu_error e2;
@@ -373,7 +411,19 @@ int asu_registry_pin(asu_registry *r, const char *name, const asu_lora **lora,
       return asu_error_set(err, ASU_ERR_NOT_FOUND, "adapter \"%s\" not found", name);
     }
   }
-  if (e) e->pins++;
+  if (e && !asu_lora_resident(e->lora)) {
+    int rc = asu_lora_restore(e->lora, err);
+    if (rc) {
+      pthread_mutex_unlock(&r->mu);
+      return asu_error_wrap(err, "adapter \"%s\": moving it back to the device: ", e->name);
+    }
+    asu_log_info("adapter %s version %u: moved back to the device", e->name, e->version);
+  }
+  if (e) {
+    e->pins++;
+    e->last_used = ++r->tick;
+    enforce_residency(r, e);
+  }
   fill_info(r, e, info);
   pthread_mutex_unlock(&r->mu);
   *lora = e ? e->lora : NULL;
@@ -450,6 +500,14 @@ bool asu_registry_saved_by(asu_registry *r, const char *name, const char *job_id
   return saved;
 }
 
+int asu_registry_info(asu_registry *r, const char *name, asu_adapter_info *out, asu_error *err) {
+  pthread_mutex_lock(&r->mu);
+  asu_adapter_ref *e = find(r, name);
+  if (e) fill_info(r, e, out);
+  pthread_mutex_unlock(&r->mu);
+  return e ? ASU_OK : asu_error_set(err, ASU_ERR_NOT_FOUND, "adapter \"%s\" not found", name);
+}
+
 bool asu_registry_has(asu_registry *r, const char *name) {
   pthread_mutex_lock(&r->mu);
   bool has = find(r, name) != NULL;
@@ -513,7 +571,7 @@ int asu_registry_reload(asu_registry *r, const char *name, asu_adapter_info *out
     else rc = load_entry(r, name, &e, err);
     if (rc == ASU_OK) {
       pthread_mutex_lock(&r->mu);
-      insert_sorted(r, e);
+      insert_used(r, e);
       fill_info(r, e, out);
       pthread_mutex_unlock(&r->mu);
     }

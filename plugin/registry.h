@@ -26,11 +26,15 @@ typedef struct asu_adapter_info {
   bool active;
   uint32_t rank;
   int64_t created_unix;
+  bool resident; /* on the device, rather than moved to host memory */
 } asu_adapter_info;
 
 /* Opens (creating it if needed) the adapters directory and loads every adapter in it; one that
-   fails to load is logged and skipped. Restores the active adapter from active.json. */
-int asu_registry_open(asu_model *m, const char *dir, asu_registry **out, asu_error *err);
+   fails to load is logged and skipped. Restores the active adapter from active.json. At most
+   max_resident adapters (0: no limit) stay on the device: the least recently used ones that no
+   generation pins move to host memory, and back when a generation pins them. */
+int asu_registry_open(asu_model *m, const char *dir, unsigned max_resident,
+                      asu_registry **out, asu_error *err);
 /* Destroys every adapter; no pins may remain. */
 void asu_registry_close(asu_registry *r);
 
@@ -57,6 +61,8 @@ int asu_registry_list(asu_registry *r, asu_adapter_info **out, size_t *count, ch
                       asu_error *err);
 
 bool asu_registry_has(asu_registry *r, const char *name);
+/* The current version of a loaded adapter, without pinning it or moving it to the device. */
+int asu_registry_info(asu_registry *r, const char *name, asu_adapter_info *out, asu_error *err);
 
 /* Whether the current version of name was saved by job_id (recorded in asu_version.json), and
    which version that is. */

@@ -1,8 +1,25 @@
 #!/usr/bin/env bash
 # Runs every test, then every test but the long unlearning flow again with the Khronos
 # validation layer (synchronization validation included), where any message fails the test.
+# Last, the serving and engine tests run once more in a build with AddressSanitizer and
+# UndefinedBehaviorSanitizer (build-sanitize/), where any finding fails the test;
+# ASU_SANITIZE=0 skips that pass.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 meson test -C build --print-errorlogs --num-processes 2
 ASU_VK_VALIDATION=1 meson test -C build --print-errorlogs --num-processes 2 \
   --no-suite flow --no-suite shaders
+
+if [ "${ASU_SANITIZE:-1}" != 0 ]; then
+  if [ ! -f build-sanitize/build.ninja ]; then
+    meson setup build-sanitize --buildtype=debugoptimized -Db_sanitize=address,undefined \
+      -Db_lundef=false
+  fi
+  ninja -C build-sanitize
+  # Leaks inside the Vulkan driver and LLVM are theirs; tests/lsan.supp lists them.
+  export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:halt_on_error=1
+  export LSAN_OPTIONS=suppressions=$PWD/tests/lsan.supp:print_suppressions=0
+  export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+  meson test -C build-sanitize --print-errorlogs --num-processes 2 \
+    --suite e2e --suite formats --suite model
+fi

@@ -234,11 +234,44 @@ static void test_peft_round_trip(asu_model *m) {
   CHECK(system(cmdline) == 0, "cleanup failed");
 }
 
+/* An adapter moved to host memory and back gives the same logits, to the bit. */
+static void test_evict_restore(asu_model *m) {
+  asu_error err;
+  asu_lora *lora = NULL;
+  CHECK(asu_lora_create(m, 4, 8.0f, ASU_LORA_ALL, 9, &lora, &err) == ASU_OK, "create: %s",
+        err.message);
+  if (!lora) return;
+  for (uint32_t l = 0; l < m->cfg.n_layers; l++)
+    for (int p = 0; p < ASU_LORA_PROJECTIONS; p++)
+      randomize(lora->pairs[l][p].b, (size_t)lora->pairs[l][p].out * 4, 0.2f, 300 + l * 7 + p);
+  float *before = last_logits(m, lora);
+  uint64_t used = 0, peak = 0, evicted = 0;
+  asu_device_memory_usage(m->dev, &used, &peak);
+  CHECK(asu_lora_evict(lora, &err) == ASU_OK, "evict: %s", err.message);
+  CHECK(!asu_lora_resident(lora), "an evicted adapter reports itself resident");
+  asu_device_memory_usage(m->dev, &evicted, &peak);
+  CHECK(evicted + asu_lora_device_bytes(lora) <= used, "eviction freed %llu of %zu bytes",
+        (unsigned long long)(used - evicted), asu_lora_device_bytes(lora));
+  CHECK(asu_lora_evict(lora, &err) == ASU_OK, "a second evict: %s", err.message);
+  CHECK(asu_lora_restore(lora, &err) == ASU_OK, "restore: %s", err.message);
+  CHECK(asu_lora_resident(lora), "a restored adapter reports itself evicted");
+  float *after = last_logits(m, lora);
+  double diff = 0;
+  for (uint32_t i = 0; before && after && i < m->cfg.vocab; i++)
+    diff = fmax(diff, fabs(before[i] - after[i]));
+  CHECK(before && after, "the forward pass failed");
+  CHECK(diff == 0.0, "logits after an evict and restore differ by %g", diff);
+  free(before);
+  free(after);
+  asu_lora_destroy(lora);
+}
+
 int main(void) {
   asu_model *m = load_shared_model();
   if (!m) return 1;
   test_gradients(m);
   test_peft_round_trip(m);
+  test_evict_restore(m);
   asu_model_destroy(m);
   return TEST_SUMMARY();
 }

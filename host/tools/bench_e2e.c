@@ -137,8 +137,8 @@ static int add_rows(const bench_options *o, asu_model *m, const model_times *t,
   return ASU_OK;
 }
 
-int bench_e2e(const bench_options *o, const char *path, const char *label, bench_results *r,
-              asu_error *err) {
+int bench_e2e(const bench_options *o, const char *path, const char *label, bool serve_rows,
+              bench_results *r, asu_error *err) {
   asu_model *m = NULL;
   model_times times = {0};
   double start = bench_now();
@@ -147,7 +147,7 @@ int bench_e2e(const bench_options *o, const char *path, const char *label, bench
   bench_add(r, "load", label, bench_now() - start, "s", NULL, 0);
   rc = measure_model(o, m, &times, err);
   if (!rc) rc = add_rows(o, m, &times, label, r, err);
-  if (!rc) rc = bench_serve_latency(o, m, label, r, err);
+  if (!rc && serve_rows) rc = bench_serve_latency(o, m, label, r, err);
   asu_model_destroy(m);
   return rc ? asu_error_wrap(err, "%s: ", label) : ASU_OK;
 }

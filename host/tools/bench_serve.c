@@ -1,6 +1,6 @@
-/* Generation latency while a training job runs on the same model and device, as a server
-   serves it: the time from one generated token to the next, alone and beside an unlearning job
-   (whose steps are submitted whole, or in slices of dispatches as the server submits them). */
+/* Generation latency while a training job runs on the same model and device, as in a server:
+   the time from one generated token to the next, alone and beside an unlearning job. The job
+   submits its steps whole, or in slices of dispatches as the server's jobs do. */
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -12,6 +12,10 @@
 
 /* The dispatches per submission that the server's jobs use. */
 #define SERVER_SLICE 32
+/* Generations per measurement and tokens per generation: 32 gaps (16 in --quick), so the p99
+   row is the largest gap. A token beside whole steps of the 768-wide model waits seconds. */
+#define GENERATIONS 2
+#define TOKENS(o) ((o)->quick ? 8u : 16u)
 
 typedef struct token_gaps {
   double last;
@@ -93,7 +97,7 @@ static int time_with_job(const bench_options *o, asu_model *m, const asu_token_s
   if (pthread_create(&thread, NULL, train, &job) != 0)
     return asu_error_set(err, ASU_ERR_INTERNAL, "cannot start the training thread");
   while (!atomic_load(&job.started)) bench_sleep(0.001);
-  int rc = job.rc ? ASU_OK : time_tokens(m, o->quick ? 2 : 4, o->decode_tokens, t, err);
+  int rc = job.rc ? ASU_OK : time_tokens(m, GENERATIONS, TOKENS(o), t, err);
   atomic_store(&job.stop, true);
   pthread_join(thread, NULL);
   if (!rc && job.rc != ASU_ERR_CANCELLED) {
@@ -105,7 +109,7 @@ static int time_with_job(const bench_options *o, asu_model *m, const asu_token_s
 
 int bench_serve_latency(const bench_options *o, asu_model *m, const char *label,
                         bench_results *r, asu_error *err) {
-  uint32_t generations = o->quick ? 2 : 4, cap = 4 * generations * o->decode_tokens;
+  uint32_t cap = GENERATIONS * TOKENS(o);
   token_gaps alone = {.gaps = malloc(cap * sizeof(double)), .cap = cap};
   token_gaps sliced = {.gaps = malloc(cap * sizeof(double)), .cap = cap};
   token_gaps whole = {.gaps = malloc(cap * sizeof(double)), .cap = cap};
@@ -113,9 +117,9 @@ int bench_serve_latency(const bench_options *o, asu_model *m, const char *label,
   int rc = alone.gaps && sliced.gaps && whole.gaps
                ? bench_train_examples(m, o->train_examples, o->train_tokens, &examples, err)
                : asu_error_set(err, ASU_ERR_NOMEM, "out of memory");
-  if (!rc) rc = time_tokens(m, 1, o->decode_tokens, &alone, err); /* warm-up */
+  if (!rc) rc = time_tokens(m, 1, TOKENS(o), &alone, err); /* warm-up */
   alone.n = 0;
-  if (!rc) rc = time_tokens(m, generations, o->decode_tokens, &alone, err);
+  if (!rc) rc = time_tokens(m, GENERATIONS, TOKENS(o), &alone, err);
   if (!rc) rc = time_with_job(o, m, &examples, SERVER_SLICE, &sliced, err);
   if (!rc) rc = time_with_job(o, m, &examples, 0, &whole, err);
   if (!rc && (!alone.n || !sliced.n || !whole.n))

@@ -1,7 +1,7 @@
 """Serving checks with Debian's python3-grpcio as the client:
 
 - a foreign host (plugin_host) loads the plugin with dlopen and serves its own method beside the
-  plugin's services on one port;
+  plugin's services on one port, with room for one adapter on the device among three;
 - asu-server serves the Open Inference Protocol, its model repository over PEFT adapters
   written here from scratch, and gRPC health checking;
 - a bearer token guards the methods that change state, paths stay under the data root, limits
@@ -154,13 +154,18 @@ def infer_text(stub, oip, model, prompt, raw=False, **params):
     return text, r, params
 
 
-def check_plugin_host(args, work, health, oip):
-    """The plugin loaded by a host that has a method of its own."""
-    cfg = json.dumps({"model": args.model, "adapters": os.path.join(work, "host-adapters")})
+def check_plugin_host(args, work, health, oip, pb, shapes, config):
+    """The plugin loaded by a host that has a method of its own, keeping one adapter on the
+    device among three."""
+    host_adapters = os.path.join(work, "host-adapters")
+    for i in range(3):
+        write_adapter(os.path.join(host_adapters, "a%d" % i), shapes, config, seed=20 + i)
+    cfg = json.dumps({"model": args.model, "adapters": host_adapters,
+                      "max_resident_adapters": 1})
     bad = subprocess.run([args.host, args.plugin, json.dumps({"model": args.model, "bogus": 1})],
                          capture_output=True, text=True, timeout=120)
     check(bad.returncode == 1 and "unknown key \"bogus\"" in bad.stderr,
-          "plugin refuses an unknown configuration key: %s" % bad.stderr.strip())
+          "plugin rejects an unknown configuration key: %s" % bad.stderr.strip())
     host = Server(None, None, None, os.path.join(work, "host.log"),
                   command=[args.host, args.plugin, cfg])
     try:
@@ -173,10 +178,28 @@ def check_plugin_host(args, work, health, oip):
         check(r.status == health.HealthCheckResponse.SERVING, "plugin health SERVING in the host")
         r = stub.unary(OIP + "ServerLive", oip.ServerLiveRequest(), oip.ServerLiveResponse)
         check(r.live, "plugin answers ServerLive in the host")
+        check_residency(stub, oip, pb)
         ch.close()
     finally:
         status = host.stop()
     check(status == 0, "the host stops cleanly on SIGTERM (status %s)" % status)
+
+
+def check_residency(stub, oip, pb):
+    """With room for one adapter on the device, using three in turn moves them between host
+    memory and the device without changing what they generate."""
+    first = {}
+    for rounds in range(2):
+        for name in ("a0", "a1", "a2"):
+            text, _, _ = infer_text(stub, oip, name, "Once upon a time", max_tokens=12)
+            first.setdefault(name, text)
+            check(text == first[name], "adapter %s generates the same text after moving (%r)"
+                  % (name, text))
+            listed = stub.unary(ASU + "ListAdapters", pb.ListAdaptersRequest(),
+                                pb.ListAdaptersResponse).adapters
+            resident = [a.name for a in listed if a.resident]
+            check(resident == [name], "only the adapter last used is on the device: %s" % resident)
+    check(len(set(first.values())) == 3, "the three adapters generate different texts")
 
 
 def check_metadata(stub, oip, health, model):
@@ -330,7 +353,7 @@ def check_repository(stub, oip, model, root, shapes, config, base_text):
                 grpc.StatusCode.FAILED_PRECONDITION, "unloading the base model", model)
 
 
-def check_malformed(stub):
+def check_malformed(stub, oip, address):
     """Bytes that are no valid message, sent to every method of every service."""
     methods = [ASU + m for m in ("Generate", "StartUnlearning", "WatchJob", "GetJob", "CancelJob",
                                  "ListAdapters", "ActivateAdapter", "DeactivateAdapter")]
@@ -339,15 +362,32 @@ def check_malformed(stub):
                                   "RepositoryModelLoad", "RepositoryModelUnload")]
     methods += [HEALTH + "Check", HEALTH + "Watch"]
     bad = b"\xff\xff\xff\x07"
+    wrong_type = b"\x08\x01"  # field 1 as a varint, where most requests have a string
     for m in methods:
         if m.endswith(("Generate", "WatchJob", "Watch")):
-            def call(m=m):
-                return list(stub.channel.unary_stream(m)(bad, timeout=30, metadata=stub.md))
+            def send(data, m=m):
+                return list(stub.channel.unary_stream(m)(data, timeout=30, metadata=stub.md))
         else:
-            def call(m=m):
-                return stub.channel.unary_unary(m)(bad, timeout=30, metadata=stub.md)
-        expect_code(call, grpc.StatusCode.INVALID_ARGUMENT, "malformed bytes to " + m,
-                    "not a valid")
+            def send(data, m=m):
+                return stub.channel.unary_unary(m)(data, timeout=30, metadata=stub.md)
+        expect_code(lambda: send(bad), grpc.StatusCode.INVALID_ARGUMENT,
+                    "malformed bytes to " + m, "not a valid")
+        try:
+            send(wrong_type)
+            code = grpc.StatusCode.OK
+        except grpc.RpcError as e:
+            code = e.code()
+        check(code in (grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT,
+                       grpc.StatusCode.NOT_FOUND),
+              "a field of the wrong type to %s -> %s" % (m, code.name))
+    big = grpc.insecure_channel(address,
+                                options=[("grpc.max_send_message_length", 80 << 20)])
+    expect_code(lambda: big.unary_unary(OIP + "ModelInfer")(b"\x0a" + b"\x00" * (65 << 20),
+                                                            timeout=60),
+                grpc.StatusCode.RESOURCE_EXHAUSTED, "a 65 MiB message", "larger than max")
+    big.close()
+    r = stub.unary(OIP + "ServerLive", oip.ServerLiveRequest(), oip.ServerLiveResponse)
+    check(r.live, "the server still serves after the bad messages")
 
 
 def run_cli(args, address, *words, token=None, ca=None):
@@ -414,7 +454,6 @@ def main():
     adapters = os.path.join(work, "adapters")
     server = None
     try:
-        check_plugin_host(args, work, health, oip)
         server = Server(args.server, args.model, adapters, os.path.join(work, "server.log"),
                         extra=["--data-root", root, "--auth-token-file",
                                os.path.join(work, "token")])
@@ -422,8 +461,9 @@ def main():
         check_metadata(stub, oip, health, model)
         base_text = check_infer(stub, oip, pb, model)
         shapes, config = train_seed_adapter(stub, pb, adapters)
+        check_plugin_host(args, work, health, oip, pb, shapes, config)
         check_repository(stub, oip, model, root, shapes, config, base_text)
-        check_malformed(stub)
+        check_malformed(stub, oip, server.address)
         check_cli_token(args, server.address)
         status = server.stop()
         server = None
