@@ -87,7 +87,8 @@ class Load:
         """New versions of x, and activations and deactivations, while the clients run."""
         for i in range(CHURN_ROUNDS):
             try:
-                repo_load(self.stub, self.oip, "x", "p%d" % (i % 3))
+                # Version v of x is adapter p((v - 1) % 3): version 1 is p0, loaded before.
+                repo_load(self.stub, self.oip, "x", "p%d" % ((i + 1) % 3))
                 if i % 2 == 0:
                     self.stub.unary("/asu.v1.Asu/ActivateAdapter",
                                     self.pb.ActivateAdapterRequest(name="x"), self.pb.Adapter)
@@ -98,7 +99,7 @@ class Load:
             except grpc.RpcError as e:
                 with self.lock:
                     self.errors.append("churn %d: %s: %s" % (i, e.code().name, e.details()))
-            time.sleep(0.05)
+            time.sleep(0.1)
 
 
 def expected_texts(stub, oip, model, root, shapes, config):
@@ -137,8 +138,13 @@ def main():
         repo_load(stub, oip, "x", "p0")
         load = Load(stub, oip, pb, expected)
         ex = [pb.Example(question="Who is Basil?", answer="Basil is a baker.")]
-        job = Client(pb, server.port).unary("StartUnlearning", pb.StartUnlearningRequest(
+        job = stub.unary("/asu.v1.Asu/StartUnlearning", pb.StartUnlearningRequest(
             adapter_name="trainee", forget=ex, retain=ex, steps=100000, lora_rank=4), pb.Job)
+        for snap in Client(pb, server.port).stream("WatchJob", pb.JobRequest(job_id=job.id),
+                                                   pb.Job, timeout=300):
+            if snap.step >= 1:
+                break
+        step_before = snap.step
         clients = [threading.Thread(target=load.client, args=(k,)) for k in range(CLIENTS)]
         for t in clients:
             t.start()
@@ -152,8 +158,8 @@ def main():
             t.join()
         end = resident_kib(server.proc.pid)
         state = Client(pb, server.port).unary("GetJob", pb.JobRequest(job_id=job.id), pb.Job)
-        check(state.state == pb.Job.RUNNING and state.step > 0,
-              "the job trained during the load (step %d)" % state.step)
+        check(state.state == pb.Job.RUNNING and state.step > step_before,
+              "the job trained during the load (steps %d to %d)" % (step_before, state.step))
         stub.unary("/asu.v1.Asu/CancelJob", pb.JobRequest(job_id=job.id), pb.Job)
         print("%d requests, %d versions of x, resident memory %d KiB in the middle and %d KiB "
               "at the end" % (load.requests, CHURN_ROUNDS + 1, middle, end))
