@@ -167,8 +167,13 @@ def main():
         check(not load.errors, "no request failed: %s" % load.errors[:3])
         check(not load.mismatches, "every response has the text of the version it reports: %s"
               % load.mismatches[:3])
-        check(end <= middle * 1.25 + 32 * 1024, "resident memory stays flat (%d KiB, then %d KiB)"
-              % (middle, end))
+        if "ASAN_OPTIONS" in os.environ:
+            # The sanitizer's quarantine keeps freed memory, so the resident size grows; its
+            # leak check at exit (the exit status below) stands in for this one.
+            print("resident memory not checked under AddressSanitizer")
+        else:
+            check(end <= middle * 1.25 + 32 * 1024,
+                  "resident memory stays flat (%d KiB, then %d KiB)" % (middle, end))
         status = server.stop()
         check(status == 0, "the server stops cleanly after the load (status %s)" % status)
     finally:
