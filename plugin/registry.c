@@ -23,6 +23,7 @@
 /* Hidden work directories of adapters being saved or replaced. */
 #define TMP_PREFIX ".asu-tmp-"
 #define OLD_PREFIX ".asu-old-"
+#define UNLOADED_PREFIX ".unloaded-"
 
 struct asu_adapter_ref {
   char name[65];
@@ -175,6 +176,27 @@ static int write_active(asu_registry *r, const char *name, asu_error *err) {
   return rc;
 }
 
+/* <dir>/.unloaded-<name>: a file whose presence keeps an unloaded adapter unloaded across a
+   restart. The scan of the directory skips it, as it skips every file. */
+static void unloaded_marker(const asu_registry *r, const char *name, char *out, size_t size) {
+  snprintf(out, size, "%s/%s%.64s", r->dir, UNLOADED_PREFIX, name);
+}
+
+static bool is_unloaded(const asu_registry *r, const char *name) {
+  char path[PATH_MAX];
+  unloaded_marker(r, name, path, sizeof path);
+  return access(path, F_OK) == 0;
+}
+
+static void clear_unloaded(const asu_registry *r, const char *name) {
+  char path[PATH_MAX];
+  unloaded_marker(r, name, path, sizeof path);
+  if (unlink(path) == 0) {
+    asu_error err;
+    if (asu_fs_sync_dir(r->dir, &err) != ASU_OK) asu_log_warn("%s", err.message);
+  }
+}
+
 /* Loads <dir>/<name> into a new entry, not yet listed. */
 static int load_entry(asu_registry *r, const char *name, asu_adapter_ref **out, asu_error *err) {
   char path[PATH_MAX];
@@ -201,6 +223,11 @@ static int load_entry(asu_registry *r, const char *name, asu_adapter_ref **out, 
 }
 
 static void load_one(asu_registry *r, const char *name) {
+  if (is_unloaded(r, name)) {
+    asu_log_info("adapter %s: left unloaded, as it was unloaded before; RepositoryModelLoad "
+                 "serves it again", name);
+    return;
+  }
   asu_adapter_ref *e = NULL;
   asu_error err;
   asu_error_clear(&err);
@@ -327,7 +354,9 @@ static int add_locked(asu_registry *r, const char *name, asu_lora *lora, bool ac
   snprintf(tmp, sizeof tmp, "%s/%s%s-%s", r->dir, TMP_PREFIX, name, job_id);
   snprintf(old, sizeof old, "%s/%s%s-%s", r->dir, OLD_PREFIX, name, job_id);
 
-  /* add_mu is held, so the version cannot change under us. */
+  /* add_mu is held, so the version cannot change under us. A new version is served even when
+     an older one was unloaded. */
+  clear_unloaded(r, name);
   uint32_t version = 0;
   pthread_mutex_lock(&r->mu);
   asu_adapter_ref *prev = find(r, name);
@@ -537,6 +566,11 @@ int asu_registry_unload(asu_registry *r, const char *name, uint32_t *version, as
     rc = asu_error_set(err, ASU_ERR_PRECONDITION, "adapter \"%s\" is the active adapter; "
                        "deactivate it before unloading it", name);
   } else {
+    char marker[PATH_MAX];
+    unloaded_marker(r, name, marker, sizeof marker);
+    rc = asu_fs_write_atomic(marker, "", 0, err);
+  }
+  if (rc == ASU_OK) {
     asu_adapter_ref **p = &r->list;
     while (*p != e) p = &(*p)->next;
     *p = e->next;
@@ -570,6 +604,7 @@ int asu_registry_reload(asu_registry *r, const char *name, asu_adapter_info *out
                          "directory; give the parameter \"path\" to import it", name);
     else rc = load_entry(r, name, &e, err);
     if (rc == ASU_OK) {
+      clear_unloaded(r, name);
       pthread_mutex_lock(&r->mu);
       insert_used(r, e);
       fill_info(r, e, out);

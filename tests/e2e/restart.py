@@ -3,7 +3,8 @@
 - a job killed with SIGKILL after a checkpoint is listed INTERRUPTED on restart, resumes from its
   checkpoint with ResumeJob, and ends on the adapter that an uninterrupted run of the same job
   produces;
-- a SIGTERM during a job records it INTERRUPTED, and finished jobs stay listed;
+- a SIGTERM during a job records it INTERRUPTED, finished jobs stay listed, and an unloaded
+  adapter stays unloaded;
 - SIGKILL at random moments while jobs save adapters leaves nothing corrupt: after each restart
   every listed adapter generates, and no work directory is left behind.
 
@@ -28,6 +29,9 @@ except ImportError:
     sys.exit(77)
 
 from asu_grpc import FAILS, Client, Server, build_messages, check, expect_code
+from serving import compile_flat
+
+OIP = "/inference.GRPCInferenceService/"
 
 FORGET = [("What is the name of Lily's dog?", "Lily's dog is called Max."),
           ("Where does Max sleep?", "Max sleeps under the big tree.")]
@@ -78,7 +82,7 @@ def max_difference(dir_a, dir_b):
     return max(max(abs(x - y) for x, y in zip(a[k], b[k])) for k in a)
 
 
-def check_kill_and_resume(args, pb, work, adapters):
+def check_kill_and_resume(args, pb, oip, work, adapters):
     server = Server(args.server, args.model, adapters, os.path.join(work, "server.log"))
     c = Client(pb, server.port)
     job = c.unary("StartUnlearning", job_request(pb, "resumed", 40, checkpoint_every=5), pb.Job)
@@ -114,16 +118,36 @@ def check_kill_and_resume(args, pb, work, adapters):
     check(diff <= 1e-5, "resumed and uninterrupted adapters match (max difference %g)" % diff)
     left = os.listdir(os.path.join(adapters, ".jobs", job.id))
     check(left == ["job.json"], "a finished job keeps only its record: %s" % left)
+    c.channel.unary_unary(OIP + "RepositoryModelUnload")(
+        oip.RepositoryModelUnloadRequest(model_name="whole").SerializeToString(), timeout=60)
     return server, c
 
 
-def check_sigterm(args, pb, work, adapters, server, c):
+def check_unload_kept(c, pb, oip):
+    """An adapter unloaded before a restart stays unloaded after it, until it is loaded."""
+    def names():
+        return [a.name for a in c.unary("ListAdapters", pb.ListAdaptersRequest(),
+                                        pb.ListAdaptersResponse).adapters]
+    unary = c.channel.unary_unary
+    index = oip.RepositoryIndexResponse.FromString(
+        unary(OIP + "RepositoryIndex")(oip.RepositoryIndexRequest().SerializeToString(),
+                                       timeout=60))
+    states = {m.name: m.state for m in index.models}
+    check("whole" not in names() and states.get("whole") == "UNAVAILABLE",
+          "an adapter unloaded before the restart is still unloaded: %s" % states.get("whole"))
+    unary(OIP + "RepositoryModelLoad")(
+        oip.RepositoryModelLoadRequest(model_name="whole").SerializeToString(), timeout=60)
+    check("whole" in names(), "RepositoryModelLoad serves it again")
+
+
+def check_sigterm(args, pb, oip, work, adapters, server, c):
     job = c.unary("StartUnlearning", job_request(pb, "stopped", 400, checkpoint_every=5), pb.Job)
     watch(c, pb, job.id, until=lambda s: s.step >= 6)
     queued = c.unary("StartUnlearning", job_request(pb, "waiting", 3), pb.Job)
     check(server.stop() == 0, "SIGTERM during a job exits 0")
     server = Server(args.server, args.model, adapters, os.path.join(work, "server.log"))
     c = Client(pb, server.port)
+    check_unload_kept(c, pb, oip)
     listed = {j.id: j for j in c.unary("ListJobs", pb.ListJobsRequest(), pb.ListJobsResponse).jobs}
     check(listed[job.id].state == pb.Job.INTERRUPTED and listed[queued.id].state ==
           pb.Job.INTERRUPTED, "running and queued jobs are INTERRUPTED after SIGTERM")
@@ -174,11 +198,12 @@ def main():
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="asu-restart.")
     pb = build_messages(args.proto, work)
+    oip = compile_flat(args.proto, "inference/grpc_service.proto", work, "grpc_service_pb2")
     adapters = os.path.join(work, "adapters")
     server = None
     try:
-        server, c = check_kill_and_resume(args, pb, work, adapters)
-        server = check_sigterm(args, pb, work, adapters, server, c)
+        server, c = check_kill_and_resume(args, pb, oip, work, adapters)
+        server = check_sigterm(args, pb, oip, work, adapters, server, c)
         server = check_random_kills(args, pb, work, adapters, server)
     finally:
         if server and server.proc.poll() is None:
