@@ -3,7 +3,7 @@
    as a shared library that any program owning a gRPC C-core server can load.
 
    The host owns the server, its ports and its credentials. The plugin registers its methods on
-   that server and serves them on threads of its own; calls to methods it did not register stay
+   that server and serves them on threads of its own. Calls to methods it did not register stay
    with the host, which receives them with grpc_server_request_call as usual.
 
    Lifecycle, in this order:

@@ -1,6 +1,6 @@
 /* inference.GRPCInferenceService, the Open Inference Protocol: liveness, readiness, metadata and
-   text generation as ModelInfer. The base model is a model named after its file at version "1";
-   every loaded adapter is a model named after itself at its current version. */
+   text generation as ModelInfer. The base model is a model named after its file at version "1".
+   Every loaded adapter is a model named after itself at its current version. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

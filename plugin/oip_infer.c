@@ -16,7 +16,7 @@ typedef Inference__InferParameter infer_param;
 
 /* ---- Reading the request ---- */
 
-/* The parameter as a number, or false when it holds none. */
+/* Reads the parameter as a number; false when it is not one. */
 static bool param_number(const infer_param *p, double *out) {
   switch (p->parameter_choice_case) {
   case INFERENCE__INFER_PARAMETER__PARAMETER_CHOICE_INT64_PARAM: *out = (double)p->int64_param; return true;

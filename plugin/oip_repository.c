@@ -1,6 +1,6 @@
-/* The model repository extension of the Open Inference Protocol, over the adapters: the index
-   lists the base model and every stored adapter, load imports a PEFT adapter from a path under
-   the data root (or reloads an unloaded one), unload stops serving one. */
+/* The model repository extension of the Open Inference Protocol, over the adapters. The index
+   lists the base model and every stored adapter. Load imports a PEFT adapter from a path under
+   the data root, or reloads an unloaded one, and unload stops serving one. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

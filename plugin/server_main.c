@@ -1,5 +1,5 @@
 /* asu-server: a thin host around the ASU plugin. It owns the gRPC server, its port and its
-   credentials, attaches the plugin's services, and answers calls to any other method with
+   credentials, attaches the plugin's services, and rejects calls to any other method with
    UNIMPLEMENTED. The main thread waits for SIGINT or SIGTERM. */
 #include <getopt.h>
 #include <signal.h>
