@@ -55,6 +55,16 @@ def watch(c, pb, job_id, until=None):
     return snaps
 
 
+STARTED = []
+
+
+def start(args, work, adapters):
+    """Starts asu-server; every server started is stopped at the end, whatever fails."""
+    server = Server(args.server, args.model, adapters, os.path.join(work, "server.log"))
+    STARTED.append(server)
+    return server
+
+
 def kill(server):
     server.proc.send_signal(signal.SIGKILL)
     server.proc.wait()
@@ -83,13 +93,13 @@ def max_difference(dir_a, dir_b):
 
 
 def check_kill_and_resume(args, pb, oip, work, adapters):
-    server = Server(args.server, args.model, adapters, os.path.join(work, "server.log"))
+    server = start(args, work, adapters)
     c = Client(pb, server.port)
     job = c.unary("StartUnlearning", job_request(pb, "resumed", 40, checkpoint_every=5), pb.Job)
     watch(c, pb, job.id, until=lambda s: s.step >= 12)
     kill(server)
 
-    server = Server(args.server, args.model, adapters, os.path.join(work, "server.log"))
+    server = start(args, work, adapters)
     c = Client(pb, server.port)
     listed = {j.id: j for j in c.unary("ListJobs", pb.ListJobsRequest(), pb.ListJobsResponse).jobs}
     j = listed.get(job.id)
@@ -145,7 +155,7 @@ def check_sigterm(args, pb, oip, work, adapters, server, c):
     watch(c, pb, job.id, until=lambda s: s.step >= 6)
     queued = c.unary("StartUnlearning", job_request(pb, "waiting", 3), pb.Job)
     check(server.stop() == 0, "SIGTERM during a job exits 0")
-    server = Server(args.server, args.model, adapters, os.path.join(work, "server.log"))
+    server = start(args, work, adapters)
     c = Client(pb, server.port)
     check_unload_kept(c, pb, oip)
     listed = {j.id: j for j in c.unary("ListJobs", pb.ListJobsRequest(), pb.ListJobsResponse).jobs}
@@ -175,7 +185,7 @@ def check_random_kills(args, pb, work, adapters, server):
         watch(c, pb, job.id, until=lambda s: s.step >= s.total_steps)
         time.sleep(rng.uniform(0.0, 0.05))
         kill(server)
-        server = Server(args.server, args.model, adapters, os.path.join(work, "server.log"))
+        server = start(args, work, adapters)
         c = Client(pb, server.port)
         names = [a.name for a in c.unary("ListAdapters", pb.ListAdaptersRequest(),
                                          pb.ListAdaptersResponse).adapters]
@@ -206,8 +216,9 @@ def main():
         server = check_sigterm(args, pb, oip, work, adapters, server, c)
         server = check_random_kills(args, pb, work, adapters, server)
     finally:
-        if server and server.proc.poll() is None:
-            server.stop()
+        for started in STARTED:
+            if started.proc.poll() is None:
+                started.stop()
         if FAILS:
             print("logs kept in", work)
         else:
