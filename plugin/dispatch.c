@@ -33,19 +33,23 @@ static bool same_secret(const char *given, size_t given_len, const char *secret)
   return diff == 0;
 }
 
+typedef enum { TOKEN_MISSING, TOKEN_WRONG, TOKEN_OK } token_check;
+
 /* Whether the call carries "authorization: Bearer <token>" with the server's token. */
-static bool authorized(const asu_server *s, const asu_rpc_call *c) {
+static token_check check_token(const asu_server *s, const asu_rpc_call *c) {
   static const char prefix[] = "Bearer ";
   for (size_t i = 0; i < c->request_md.count; i++) {
     const grpc_metadata *md = &c->request_md.metadata[i];
     if (!grpc_slice_str_cmp(md->key, "authorization")) {
       const char *v = (const char *)GRPC_SLICE_START_PTR(md->value);
       size_t n = GRPC_SLICE_LENGTH(md->value);
-      if (n < sizeof prefix - 1 || memcmp(v, prefix, sizeof prefix - 1) != 0) return false;
-      return same_secret(v + sizeof prefix - 1, n - (sizeof prefix - 1), s->auth_token);
+      if (n < sizeof prefix - 1 || memcmp(v, prefix, sizeof prefix - 1) != 0) return TOKEN_WRONG;
+      if (same_secret(v + sizeof prefix - 1, n - (sizeof prefix - 1), s->auth_token))
+        return TOKEN_OK;
+      return TOKEN_WRONG;
     }
   }
-  return false;
+  return TOKEN_MISSING;
 }
 
 void asu_handle_call(asu_server *s, const asu_rpc_method *m, asu_rpc_call *c) {
@@ -53,11 +57,16 @@ void asu_handle_call(asu_server *s, const asu_rpc_method *m, asu_rpc_call *c) {
   snprintf(c->request_id, sizeof c->request_id, "r-%llu",
            (unsigned long long)atomic_fetch_add(&s->next_request, 1));
   asu_log_debug("request %s: %s", c->request_id, c->method);
-  if (m->changes_state && s->auth_token && !authorized(s, c))
+  token_check token = m->changes_state && s->auth_token ? check_token(s, c) : TOKEN_OK;
+  if (token == TOKEN_MISSING)
     asu_reject(c, GRPC_STATUS_UNAUTHENTICATED,
                "%s changes the server's state and needs the metadata \"authorization: Bearer "
-               "<token>\" with the server's token",
+               "<token>\" with the server's token (the asu client sends ASU_AUTH_TOKEN)",
                m->path);
+  else if (token == TOKEN_WRONG)
+    asu_reject(c, GRPC_STATUS_UNAUTHENTICATED,
+               "%s: the bearer token does not match the server's; check ASU_AUTH_TOKEN or the "
+               "\"authorization: Bearer <token>\" metadata", m->path);
   else
     m->fn(s, c);
   asu_rpc_call_free(c);
@@ -105,8 +114,8 @@ int asu_generation_begin(asu_server *s, asu_rpc_call *c, const asu_generation_re
   if (g->adapter_version && g->adapter_version != info->version) {
     asu_registry_unpin(s->reg, *ref);
     return asu_reject(c, GRPC_STATUS_NOT_FOUND,
-                      "adapter \"%s\" is at version %u; version %u is no longer served (leave "
-                      "the version empty to use the current one)",
+                      "adapter \"%s\" is at version %u; version %u is not served (leave the "
+                      "version empty to use the current one)",
                       info->name[0] ? info->name : "(base model)", info->version,
                       g->adapter_version);
   }

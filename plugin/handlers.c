@@ -11,6 +11,7 @@
 #include "asu_log.h"
 #include "fsutil.h"
 #include "server.h"
+#include "utf8.h"
 
 #define SERVICE "/asu.v1.Asu/"
 
@@ -20,80 +21,11 @@ static double elapsed_ms(const struct timespec *t0) {
   return (double)(t1.tv_sec - t0->tv_sec) * 1e3 + (double)(t1.tv_nsec - t0->tv_nsec) / 1e6;
 }
 
-/* ---- UTF-8: pieces may split a character; the stream only carries whole characters ---- */
-
-typedef struct utf8_joiner {
-  unsigned char pending[4];
-  size_t n;
-} utf8_joiner;
-
-/* Length of the sequence starting with lead, 0 if lead cannot start one. */
-static size_t utf8_len(unsigned char lead) {
-  if (lead < 0x80) return 1;
-  if (lead >= 0xC2 && lead <= 0xDF) return 2;
-  if (lead >= 0xE0 && lead <= 0xEF) return 3;
-  if (lead >= 0xF0 && lead <= 0xF4) return 4;
-  return 0;
-}
-
-static bool utf8_cont_ok(unsigned char lead, size_t k, unsigned char b) {
-  if (k == 1) {
-    if (lead == 0xE0) return b >= 0xA0 && b <= 0xBF;
-    if (lead == 0xED) return b >= 0x80 && b <= 0x9F;
-    if (lead == 0xF0) return b >= 0x90 && b <= 0xBF;
-    if (lead == 0xF4) return b >= 0x80 && b <= 0x8F;
-  }
-  return b >= 0x80 && b <= 0xBF;
-}
-
-/* Appends text to the joiner and writes the complete characters to out (capacity at least
-   3 * (len + 4) + 1), invalid bytes as U+FFFD. flush also ends a pending partial character. */
-static size_t utf8_join(utf8_joiner *u, const char *text, size_t len, bool flush, char *out) {
-  static const char repl[] = "\xEF\xBF\xBD";
-  size_t total = u->n + len, i = 0, o = 0;
-  unsigned char *buf = malloc(total ? total : 1);
-  if (!buf) {
-    u->n = 0;
-    out[0] = '\0';
-    return 0;
-  }
-  memcpy(buf, u->pending, u->n);
-  memcpy(buf + u->n, text, len);
-  u->n = 0;
-  while (i < total) {
-    size_t need = utf8_len(buf[i]);
-    if (need == 0) {
-      memcpy(out + o, repl, 3);
-      o += 3;
-      i++;
-      continue;
-    }
-    size_t k = 1;
-    while (k < need && i + k < total && utf8_cont_ok(buf[i], k, buf[i + k])) k++;
-    if (k == need) {
-      memcpy(out + o, buf + i, need);
-      o += need;
-      i += need;
-    } else if (i + k == total && !flush) {
-      memcpy(u->pending, buf + i, k); /* an incomplete tail: wait for the next piece */
-      u->n = k;
-      break;
-    } else {
-      memcpy(out + o, repl, 3);
-      o += 3;
-      i += k;
-    }
-  }
-  free(buf);
-  out[o] = '\0';
-  return o;
-}
-
 /* ---- Generate ---- */
 
 typedef struct gen_state {
   asu_rpc_call *call;
-  utf8_joiner utf8;
+  asu_utf8_joiner utf8;
   char *text;
   size_t text_cap;
   uint32_t tokens;
@@ -108,7 +40,7 @@ static int send_piece(gen_state *g, int32_t token, const char *text, size_t len,
     g->text = t;
     g->text_cap = need;
   }
-  utf8_join(&g->utf8, text, len, flush, g->text);
+  asu_utf8_join(&g->utf8, text, len, flush, g->text);
   Asu__V1__GenerateResponse r = ASU__V1__GENERATE_RESPONSE__INIT;
   r.text = g->text;
   r.token_id = token;

@@ -104,6 +104,9 @@ static void finish(asu_jobs *j, job *b, enum asu_job_state s, const char *error)
 /* Stops a job for a later ResumeJob: its examples and checkpoints stay on disk, and its
    settings in memory, while the examples in memory are freed. */
 static void interrupt(asu_jobs *j, job *b, const char *why) {
+  char dir[PATH_MAX];
+  job_dir(j, b, dir, sizeof dir);
+  b->snap.step = asu_job_store_checkpoint_step(dir); /* where ResumeJob continues */
   b->snap.state = ASU_JOB_INTERRUPTED;
   snprintf(b->snap.error, sizeof b->snap.error, "%s", why);
   save_record(j, b);
@@ -214,8 +217,8 @@ static void run_job(asu_jobs *j, job *b) {
   bool interrupted = j->stop && j->dir && !b->cancel_requested && rc != ASU_OK;
   if (interrupted) {
     interrupt(j, b, "interrupted: the server shut down; ResumeJob continues it");
-    asu_log_info("job %s: adapter %s interrupted at step %u/%u by the shutdown", b->snap.id,
-                 b->snap.adapter_name, b->snap.step, b->snap.total_steps);
+    asu_log_info("job %s: adapter %s interrupted by the shutdown; it resumes from step %u/%u",
+                 b->snap.id, b->snap.adapter_name, b->snap.step, b->snap.total_steps);
   }
   pthread_mutex_unlock(&j->mu);
   if (interrupted) return;
@@ -328,7 +331,7 @@ static void load_records(asu_jobs *j) {
       save_record(j, b);
     }
     if (b->snap.state == ASU_JOB_INTERRUPTED)
-      asu_log_info("job %s: adapter %s interrupted at step %u/%u; ResumeJob continues it",
+      asu_log_info("job %s: adapter %s interrupted; ResumeJob continues it from step %u/%u",
                    b->snap.id, b->snap.adapter_name, b->snap.step, b->snap.total_steps);
     insert_loaded(j, b);
   }
@@ -506,7 +509,8 @@ int asu_jobs_resume(asu_jobs *j, const char *id, asu_job_snapshot *out, asu_erro
   job *b = find(j, id);
   int rc = ASU_OK;
   if (!b)
-    rc = asu_error_set(err, ASU_ERR_NOT_FOUND, "job \"%s\" not found", id);
+    rc = asu_error_set(err, ASU_ERR_NOT_FOUND, "job \"%s\" not found; ListJobs (asu jobs) lists "
+                           "the jobs", id);
   else if (b->snap.state != ASU_JOB_INTERRUPTED)
     rc = asu_error_set(err, ASU_ERR_PRECONDITION, "job %s is %s; only an INTERRUPTED job can be "
                        "resumed", id, asu_job_state_name(b->snap.state));
@@ -547,7 +551,8 @@ int asu_jobs_get(asu_jobs *j, const char *id, asu_job_snapshot *out, asu_error *
   job *b = find(j, id);
   if (b) *out = b->snap;
   pthread_mutex_unlock(&j->mu);
-  return b ? ASU_OK : asu_error_set(err, ASU_ERR_NOT_FOUND, "job \"%s\" not found", id);
+  return b ? ASU_OK : asu_error_set(err, ASU_ERR_NOT_FOUND, "job \"%s\" not found; ListJobs (asu jobs) lists "
+                           "the jobs", id);
 }
 
 int asu_jobs_cancel(asu_jobs *j, const char *id, unsigned wait_ms, asu_job_snapshot *out,
@@ -556,7 +561,8 @@ int asu_jobs_cancel(asu_jobs *j, const char *id, unsigned wait_ms, asu_job_snaps
   job *b = find(j, id);
   if (!b) {
     pthread_mutex_unlock(&j->mu);
-    return asu_error_set(err, ASU_ERR_NOT_FOUND, "job \"%s\" not found", id);
+    return asu_error_set(err, ASU_ERR_NOT_FOUND, "job \"%s\" not found; ListJobs (asu jobs) lists "
+                           "the jobs", id);
   }
   if (b->snap.state == ASU_JOB_QUEUED || b->snap.state == ASU_JOB_INTERRUPTED) {
     const char *where = b->snap.state == ASU_JOB_QUEUED ? "queued" : "interrupted";
@@ -592,5 +598,6 @@ int asu_jobs_wait(asu_jobs *j, const char *id, uint64_t after_seq, unsigned time
   b = find(j, id);
   if (b) *out = b->snap;
   pthread_mutex_unlock(&j->mu);
-  return b ? ASU_OK : asu_error_set(err, ASU_ERR_NOT_FOUND, "job \"%s\" not found", id);
+  return b ? ASU_OK : asu_error_set(err, ASU_ERR_NOT_FOUND, "job \"%s\" not found; ListJobs (asu jobs) lists "
+                           "the jobs", id);
 }

@@ -40,9 +40,20 @@ int asu_oip_resolve(asu_server *s, asu_rpc_call *c, const char *name, const char
     *out = (asu_oip_model){.adapter = "none", .version = 0};
     return 1;
   }
-  if (!asu_adapter_name_valid(name) || !asu_registry_has(s->reg, name))
+  asu_adapter_info info;
+  asu_error err;
+  bool valid = asu_adapter_name_valid(name);
+  bool loaded = valid && asu_registry_info(s->reg, name, &info, &err) == ASU_OK;
+  if (!loaded && valid && asu_registry_is_stored(s->reg, name))
+    return asu_reject(c, GRPC_STATUS_NOT_FOUND, "model \"%s\" is unloaded; RepositoryModelLoad "
+                      "serves it again", name);
+  if (!loaded)
     return asu_reject(c, GRPC_STATUS_NOT_FOUND, "model \"%.80s\" is not served: the base model "
                       "is \"%s\", and RepositoryIndex lists the adapters", name, s->model_name);
+  if (v && v != info.version)
+    return asu_reject(c, GRPC_STATUS_NOT_FOUND, "adapter \"%s\" is at version %u; version %u is "
+                      "not served (leave the version empty to use the current one)", name,
+                      info.version, v);
   snprintf(out->adapter, sizeof out->adapter, "%s", name);
   out->version = v;
   return 1;

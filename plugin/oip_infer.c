@@ -9,6 +9,7 @@
 #include "asu_log.h"
 #include "grpc_service.pb-c.h"
 #include "oip.h"
+#include "utf8.h"
 
 typedef Inference__ModelInferRequest infer_request;
 typedef Inference__ModelInferRequest__InferInputTensor input_tensor;
@@ -48,18 +49,22 @@ static int read_params(asu_rpc_call *c, const infer_request *req, asu_generation
     uint64_t whole = 0;
     bool ok = p != NULL;
     if (!ok) {
-    } else if (!strcmp(key, "max_tokens")) {
+    } else if (!strcmp(key, "max_tokens") || !strcmp(key, "seed")) {
+      if (p->parameter_choice_case == INFERENCE__INFER_PARAMETER__PARAMETER_CHOICE_INT64_PARAM &&
+          p->int64_param < 0)
+        return asu_reject(c, GRPC_STATUS_INVALID_ARGUMENT, "parameter \"%s\" must be >= 0, got "
+                          "%lld", key, (long long)p->int64_param);
       ok = param_whole(p, &whole);
-      g->max_tokens = whole > UINT32_MAX ? UINT32_MAX : (uint32_t)whole;
+      if (!strcmp(key, "seed"))
+        g->seed = whole;
+      else
+        g->max_tokens = whole > UINT32_MAX ? UINT32_MAX : (uint32_t)whole;
     } else if (!strcmp(key, "temperature")) {
       ok = param_number(p, &num);
       g->temperature = (float)num;
     } else if (!strcmp(key, "top_p")) {
       ok = param_number(p, &num);
       g->top_p = (float)num;
-    } else if (!strcmp(key, "seed")) {
-      ok = param_whole(p, &whole);
-      g->seed = whole;
     } else if (!strcmp(key, "adapter")) {
       ok = p->parameter_choice_case == INFERENCE__INFER_PARAMETER__PARAMETER_CHOICE_STRING_PARAM;
       if (ok) g->adapter = p->string_param;
@@ -80,16 +85,24 @@ static int read_params(asu_rpc_call *c, const infer_request *req, asu_generation
 static int read_prompt(asu_rpc_call *c, const infer_request *req, asu_generation_request *g) {
   if (req->n_inputs != 1 || strcmp(req->inputs[0]->name, ASU_OIP_INPUT))
     return asu_reject(c, GRPC_STATUS_INVALID_ARGUMENT, "the model takes one input, a BYTES "
-                      "tensor \"%s\" of shape [1]; the request has %zu inputs%s%.80s",
-                      ASU_OIP_INPUT, req->n_inputs, req->n_inputs ? ", the first named " : "",
+                      "tensor \"%s\" of shape [1]; the request has %zu input%s%s%.80s",
+                      ASU_OIP_INPUT, req->n_inputs, req->n_inputs == 1 ? "" : "s",
+                      req->n_inputs ? ", the first named " : "",
                       req->n_inputs ? req->inputs[0]->name : "");
   const input_tensor *t = req->inputs[0];
   int64_t elements = 1;
-  for (size_t i = 0; i < t->n_shape; i++) elements = t->shape[i] >= 0 ? elements * t->shape[i] : -1;
+  char shape[96] = "[";
+  for (size_t i = 0; i < t->n_shape; i++) {
+    elements = t->shape[i] >= 0 ? elements * t->shape[i] : -1;
+    size_t used = strlen(shape);
+    snprintf(shape + used, sizeof shape - used, "%s%lld", i ? ", " : "", (long long)t->shape[i]);
+  }
+  size_t used = strlen(shape);
+  snprintf(shape + used, sizeof shape - used, "]");
   if (strcmp(t->datatype, "BYTES") || elements != 1)
     return asu_reject(c, GRPC_STATUS_INVALID_ARGUMENT, "input \"%s\" must be BYTES of one "
-                      "element (shape [1]), got %.20s with %zu dimensions", ASU_OIP_INPUT,
-                      t->datatype, t->n_shape);
+                      "element (shape [1]), got %.20s of shape %s", ASU_OIP_INPUT, t->datatype,
+                      shape);
   if (req->n_raw_input_contents > 0) {
     const ProtobufCBinaryData *raw = &req->raw_input_contents[0];
     uint32_t len = 0;
@@ -157,14 +170,15 @@ static Inference__InferParameter *int_param(Inference__InferParameter *p, int64_
   return p;
 }
 
+/* Sends the text, which starts after 4 bytes of room for the raw length prefix. */
 static void send_result(asu_rpc_call *c, const infer_request *req, const asu_adapter_info *info,
-                        text_sink *t, bool raw) {
+                        char *text, size_t text_len, uint32_t tokens, bool raw) {
   char version[16];
   snprintf(version, sizeof version, "%u", info->name[0] ? info->version : 1u);
-  uint32_t len = (uint32_t)t->len;
-  memcpy(t->text, &len, 4);
-  ProtobufCBinaryData element = {t->len, (uint8_t *)t->text + 4};
-  ProtobufCBinaryData raw_element = {t->len + 4, (uint8_t *)t->text};
+  uint32_t len = (uint32_t)text_len;
+  memcpy(text, &len, 4);
+  ProtobufCBinaryData element = {text_len, (uint8_t *)text + 4};
+  ProtobufCBinaryData raw_element = {text_len + 4, (uint8_t *)text};
   Inference__InferTensorContents contents = INFERENCE__INFER_TENSOR_CONTENTS__INIT;
   contents.n_bytes_contents = 1;
   contents.bytes_contents = &element;
@@ -184,7 +198,7 @@ static void send_result(asu_rpc_call *c, const infer_request *req, const asu_ada
   Inference__ModelInferResponse__ParametersEntry entries[3], *params[3];
   const char *keys[] = {"adapter", "adapter_version", "completion_tokens"};
   Inference__InferParameter *vals[] = {&adapter, int_param(&values[0], info->version),
-                                       int_param(&values[1], t->tokens)};
+                                       int_param(&values[1], tokens)};
   for (int i = 0; i < 3; i++) {
     inference__model_infer_response__parameters_entry__init(&entries[i]);
     entries[i].key = (char *)keys[i];
@@ -204,6 +218,21 @@ static void send_result(asu_rpc_call *c, const infer_request *req, const asu_ada
     r.raw_output_contents = &raw_element;
   }
   asu_rpc_finish(c, &r.base, GRPC_STATUS_OK, "");
+}
+
+/* Sends the generated bytes as UTF-8, with invalid bytes replaced by U+FFFD as Generate
+   sends them: a piece may end inside a character, and a sampled token may not complete it. */
+static void send_utf8(asu_rpc_call *c, const infer_request *req, const asu_adapter_info *info,
+                      const text_sink *t) {
+  char *clean = malloc(4 + 3 * (t->len + 4) + 1);
+  if (!clean) {
+    asu_reject(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory for the output");
+    return;
+  }
+  asu_utf8_joiner joiner = {0};
+  size_t n = asu_utf8_join(&joiner, t->text + 4, t->len, true, clean + 4);
+  send_result(c, req, info, clean, n, t->tokens, req->n_raw_input_contents > 0);
+  free(clean);
 }
 
 static void generate(asu_server *s, asu_rpc_call *c, const infer_request *req,
@@ -227,7 +256,7 @@ static void generate(asu_server *s, asu_rpc_call *c, const infer_request *req,
   else if (rc != ASU_OK)
     asu_reject(c, asu_rpc_status_from_asu(err.code), "generation failed: %s", err.message);
   else
-    send_result(c, req, &info, &t, req->n_raw_input_contents > 0);
+    send_utf8(c, req, &info, &t);
   asu_log_info("request %s: ModelInfer: %u tokens", c->request_id, t.tokens);
   free(t.text);
   free(prompt);

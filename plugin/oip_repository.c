@@ -22,13 +22,18 @@ static void set_entry(model_index *e, const char *name, uint32_t version, bool r
   e->reason = ready ? "" : "unloaded; RepositoryModelLoad serves it again";
 }
 
-/* The index of the stored adapters, loaded or not, after the base model. */
+static int compare_names(const void *a, const void *b) {
+  return strcmp((const char *)a, (const char *)b);
+}
+
+/* The index of the stored adapters, loaded or not, sorted by name after the base model. */
 static int send_index(asu_server *s, asu_rpc_call *c, bool ready_only) {
   char(*names)[65] = NULL;
   size_t n = 0;
   asu_error err;
   asu_error_clear(&err);
   if (asu_registry_stored(s->reg, &names, &n, &err) != ASU_OK) return asu_reject_err(c, &err);
+  qsort(names, n, sizeof *names, compare_names);
   model_index *entries = calloc(n + 1, sizeof *entries);
   model_index **list = calloc(n + 1, sizeof *list);
   char(*versions)[16] = calloc(n + 1, sizeof *versions);
@@ -117,6 +122,9 @@ int asu_oip_repository_load(asu_server *s, asu_rpc_call *c) {
   if (bad)
     asu_reject(c, GRPC_STATUS_INVALID_ARGUMENT, "the one parameter is \"path\", a string: the "
                "directory of a PEFT adapter under the server's data root");
+  else if (!strcmp(req->model_name, s->model_name) && path)
+    asu_reject(c, GRPC_STATUS_INVALID_ARGUMENT, "\"%s\" is the base model's name; give the "
+               "adapter to import a name of its own", s->model_name);
   else if (!strcmp(req->model_name, s->model_name))
     asu_rpc_finish(c, &loaded.base, GRPC_STATUS_OK, ""); /* the base model is always loaded */
   else if (!asu_adapter_name_valid(req->model_name))

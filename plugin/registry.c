@@ -437,7 +437,8 @@ int asu_registry_pin(asu_registry *r, const char *name, const asu_lora **lora,
     e = find(r, name);
     if (!e) {
       pthread_mutex_unlock(&r->mu);
-      return asu_error_set(err, ASU_ERR_NOT_FOUND, "adapter \"%s\" not found", name);
+      return asu_error_set(err, ASU_ERR_NOT_FOUND, "adapter \"%s\" not found; ListAdapters (asu "
+                           "adapters) lists the loaded adapters", name);
     }
   }
   if (e && !asu_lora_resident(e->lora)) {
@@ -478,7 +479,8 @@ int asu_registry_activate(asu_registry *r, const char *name, asu_adapter_info *o
   asu_adapter_ref *e = find(r, name);
   int rc = ASU_OK;
   if (!e) {
-    rc = asu_error_set(err, ASU_ERR_NOT_FOUND, "adapter \"%s\" not found", name);
+    rc = asu_error_set(err, ASU_ERR_NOT_FOUND, "adapter \"%s\" not found; ListAdapters (asu "
+                           "adapters) lists the loaded adapters", name);
   } else if (r->active != e) {
     rc = write_active(r, name, err);
     if (rc == ASU_OK) r->active = e;
@@ -534,7 +536,15 @@ int asu_registry_info(asu_registry *r, const char *name, asu_adapter_info *out, 
   asu_adapter_ref *e = find(r, name);
   if (e) fill_info(r, e, out);
   pthread_mutex_unlock(&r->mu);
-  return e ? ASU_OK : asu_error_set(err, ASU_ERR_NOT_FOUND, "adapter \"%s\" not found", name);
+  if (e) return ASU_OK;
+  return asu_error_set(err, ASU_ERR_NOT_FOUND, "adapter \"%s\" not found; ListAdapters (asu "
+                       "adapters) lists the loaded adapters", name);
+}
+
+bool asu_registry_is_stored(asu_registry *r, const char *name) {
+  char path[PATH_MAX];
+  snprintf(path, sizeof path, "%s/%.64s", r->dir, name);
+  return asu_adapter_name_valid(name) && asu_fs_is_dir(path);
 }
 
 bool asu_registry_has(asu_registry *r, const char *name) {

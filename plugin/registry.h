@@ -61,6 +61,8 @@ int asu_registry_list(asu_registry *r, asu_adapter_info **out, size_t *count, ch
                       asu_error *err);
 
 bool asu_registry_has(asu_registry *r, const char *name);
+/* Whether the adapters directory has an adapter of that name, loaded or not. */
+bool asu_registry_is_stored(asu_registry *r, const char *name);
 /* The current version of a loaded adapter, without pinning it or moving it to the device. */
 int asu_registry_info(asu_registry *r, const char *name, asu_adapter_info *out, asu_error *err);
 

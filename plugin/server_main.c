@@ -10,6 +10,7 @@
 #include <cjson/cJSON.h>
 #include <grpc/grpc.h>
 #include <grpc/grpc_security.h>
+#include <grpc/support/log.h>
 #include <grpc/support/time.h>
 
 #include "asu_log.h"
@@ -134,6 +135,16 @@ static grpc_server_credentials *server_credentials(const options *o) {
   return creds;
 }
 
+/* Logs the gRPC core's own messages at debug level, one line each: a failed bind, for one,
+   comes as a multi-line report before the server's message, which says what to do. */
+static void log_grpc(gpr_log_func_args *args) {
+  char line[1024];
+  snprintf(line, sizeof line, "%s", args->message);
+  for (char *p = line; *p; p++)
+    if (*p == '\n') *p = ' ';
+  asu_log_debug("grpc: %s (%s:%d)", line, args->file, args->line);
+}
+
 /* Binds the port and starts the server. Returns the bound port, or 0. */
 static int start_server(grpc_server *server, const options *o) {
   grpc_server_credentials *creds = server_credentials(o);
@@ -184,6 +195,7 @@ int main(int argc, char **argv) {
   }
   free(config);
 
+  gpr_set_log_function(log_grpc);
   grpc_init();
   asu_host_calls host;
   grpc_server *server = grpc_server_create(asu_rpc_server_args(), NULL);

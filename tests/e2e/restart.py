@@ -161,6 +161,9 @@ def check_sigterm(args, pb, oip, work, adapters, server, c):
     listed = {j.id: j for j in c.unary("ListJobs", pb.ListJobsRequest(), pb.ListJobsResponse).jobs}
     check(listed[job.id].state == pb.Job.INTERRUPTED and listed[queued.id].state ==
           pb.Job.INTERRUPTED, "running and queued jobs are INTERRUPTED after SIGTERM")
+    step = listed[job.id].step
+    check(step >= 5 and step % 5 == 0,
+          "a job stopped by SIGTERM reports the step of its checkpoint (%d)" % step)
     finished = [j for j in listed.values() if j.state == pb.Job.SUCCEEDED]
     check(len(finished) == 2, "finished jobs stay listed after restarts (%d)" % len(finished))
     cancelled = c.unary("CancelJob", pb.JobRequest(job_id=job.id), pb.Job)

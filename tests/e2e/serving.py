@@ -142,13 +142,15 @@ def infer_request(oip, model, prompt, raw=False, **params):
 
 
 def infer_text(stub, oip, model, prompt, raw=False, **params):
+    """Returns the text (decoded as strict UTF-8, which the server promises), the reply and its
+    parameters."""
     r = stub.unary(OIP + "ModelInfer", infer_request(oip, model, prompt, raw, **params),
                    oip.ModelInferResponse)
     if r.raw_output_contents:
         blob = r.raw_output_contents[0]
-        text = blob[4:4 + struct.unpack("<I", blob[:4])[0]].decode("utf-8", "replace")
+        text = blob[4:4 + struct.unpack("<I", blob[:4])[0]].decode("utf-8")
     else:
-        text = r.outputs[0].contents.bytes_contents[0].decode("utf-8", "replace")
+        text = r.outputs[0].contents.bytes_contents[0].decode("utf-8")
     params = {k: v.WhichOneof("parameter_choice") and getattr(v, v.WhichOneof("parameter_choice"))
               for k, v in r.parameters.items()}
     return text, r, params
@@ -240,6 +242,8 @@ def check_infer(stub, oip, pb, model):
             pb.GenerateRequest(prompt="Once upon a time", max_tokens=24, adapter="none"),
             timeout=120))
     check(text and text == greedy, "ModelInfer greedy text equals Generate's: %r" % text)
+    expect_code(lambda: infer_text(stub, oip, model, "x", max_tokens=-5),
+                grpc.StatusCode.INVALID_ARGUMENT, "ModelInfer with max_tokens -5", ">= 0, got -5")
     check(r.id == "req-1" and r.model_name == model and r.model_version == "1"
           and params.get("completion_tokens") == 24, "ModelInfer response fields %s" % params)
     raw_text, r, _ = infer_text(stub, oip, model, "Once upon a time", raw=True, max_tokens=24)
@@ -289,7 +293,10 @@ def check_repository(stub, oip, model, root, shapes, config, base_text):
                 "RepositoryModelLoad without a token", "authorization")
     wrong = [("authorization", "Bearer " + TOKEN[:-1] + "X")]
     expect_code(lambda: repo_load(stub, oip, "ext", "ext", md=wrong),
-                grpc.StatusCode.UNAUTHENTICATED, "RepositoryModelLoad with a wrong token")
+                grpc.StatusCode.UNAUTHENTICATED, "RepositoryModelLoad with a wrong token",
+                "does not match")
+    expect_code(lambda: repo_load(stub, oip, model, "ext"), grpc.StatusCode.INVALID_ARGUMENT,
+                "an import under the base model's name", "base model")
     expect_code(lambda: repo_load(stub, oip, "ext", "../outside"),
                 grpc.StatusCode.PERMISSION_DENIED, "a path with '..'", "..")
     outside = tempfile.mkdtemp(prefix="asu-outside.")
@@ -339,6 +346,13 @@ def check_repository(stub, oip, model, root, shapes, config, base_text):
     req.model_version = "1"
     expect_code(lambda: stub.unary(OIP + "ModelInfer", req, oip.ModelInferResponse),
                 grpc.StatusCode.NOT_FOUND, "an old version is not served", "version 1")
+    for method, req_type, resp_type in (("ModelMetadata", oip.ModelMetadataRequest,
+                                         oip.ModelMetadataResponse),
+                                        ("ModelReady", oip.ModelReadyRequest,
+                                         oip.ModelReadyResponse)):
+        expect_code(lambda: stub.unary(OIP + method, req_type(name="ext", version="7"),
+                                       resp_type),
+                    grpc.StatusCode.NOT_FOUND, method + " of a version not served", "version 7")
 
     stub.unary(OIP + "RepositoryModelUnload", oip.RepositoryModelUnloadRequest(model_name="ext"),
                oip.RepositoryModelUnloadResponse)
