@@ -105,6 +105,8 @@ int asu_cmd_submit(asu_cmd *cmd, asu_error *err);
    makes another thread's command wait for at most one slice of it instead of the whole job. A
    failed slice is kept like a recording error and returned by asu_cmd_submit. */
 void asu_cmd_set_flush_every(asu_cmd *cmd, uint32_t dispatches);
+/* The setting of asu_cmd_set_flush_every: 0 when the command submits only when asked. */
+uint32_t asu_cmd_flush_every(const asu_cmd *cmd);
 void asu_cmd_destroy(asu_cmd *cmd);
 
 /* Number of warnings and errors the Khronos validation layer reported in this process

@@ -194,12 +194,10 @@ static asu_kernel *variant_kernel(asu_cmd *cmd, gemm_variant variant, const asu_
   return asu_ops_kernel_texel(cmd, "gemm_texel", spec, 5, 3, 0x3, sizeof(gemm_push));
 }
 
-int asu_op_gemm(asu_cmd *cmd, const asu_gemm_args *checked) {
-  int rc = check_args(cmd, checked);
-  if (rc) return rc;
-  if (checked->m == 0 || checked->n == 0) return asu_cmd_status(cmd, NULL);
+/* Records one dispatch of a checked, non-empty product. */
+static int dispatch_product(asu_cmd *cmd, const asu_gemm_args *checked) {
   gemm_variant variant;
-  rc = choose_variant(cmd, &variant);
+  int rc = choose_variant(cmd, &variant);
   if (rc) return rc;
 
   rc = settle_variant(cmd, checked, &variant);
@@ -228,4 +226,46 @@ int asu_op_gemm(asu_cmd *cmd, const asu_gemm_args *checked) {
   asu_grid_2d(asu_cmd_device(cmd), push.tiles_m * push.tiles_n, &gx, &gy);
   asu_cmd_dispatch(cmd, kernel, buffers, &push, gx, gy, 1);
   return asu_cmd_status(cmd, NULL);
+}
+
+/* FLOPs of the largest band when a command submits in slices (asu_cmd_set_flush_every). A
+   slice ends only between dispatches, so a larger product runs as bands of rows or columns of
+   C, and other work on the queue waits for one band rather than the whole product: about 10 ms
+   at the 50 GFLOP/s that lavapipe reaches on 2 cores. */
+#define SLICE_BAND_FLOPS 5e8
+
+/* Records the product as bands along the longer side of C, each a multiple of 64 rows or
+   columns (which keeps the texel variant's offsets aligned). False when it needs no bands. */
+static bool dispatch_bands(asu_cmd *cmd, const asu_gemm_args *g, int *rc) {
+  double flops = 2.0 * g->m * g->n * g->k;
+  if (!asu_cmd_flush_every(cmd) || flops <= SLICE_BAND_FLOPS) return false;
+  bool by_rows = g->m >= g->n;
+  uint32_t extent = by_rows ? g->m : g->n;
+  uint32_t band = (uint32_t)(SLICE_BAND_FLOPS / (flops / extent)) / 64 * 64;
+  if (band < 64) band = 64;
+  if (band >= extent) return false;
+  *rc = ASU_OK;
+  for (uint32_t start = 0; start < extent && *rc == ASU_OK; start += band) {
+    asu_gemm_args b = *g;
+    uint32_t len = extent - start < band ? extent - start : band;
+    if (by_rows) {
+      b.m = len;
+      b.c_offset += start * g->ldc;
+      b.a_offset += g->trans_a ? start : start * g->lda;
+    } else {
+      b.n = len;
+      b.c_offset += start;
+      b.b_offset += g->trans_b ? start * g->ldb : start;
+    }
+    *rc = dispatch_product(cmd, &b);
+  }
+  return true;
+}
+
+int asu_op_gemm(asu_cmd *cmd, const asu_gemm_args *checked) {
+  int rc = check_args(cmd, checked);
+  if (rc) return rc;
+  if (checked->m == 0 || checked->n == 0) return asu_cmd_status(cmd, NULL);
+  if (dispatch_bands(cmd, checked, &rc)) return rc;
+  return dispatch_product(cmd, checked);
 }

@@ -129,6 +129,8 @@ void asu_cmd_set_flush_every(asu_cmd *cmd, uint32_t dispatches) {
   cmd->since_flush = 0;
 }
 
+uint32_t asu_cmd_flush_every(const asu_cmd *cmd) { return cmd->flush_every; }
+
 void asu_cmd_dispatch(asu_cmd *cmd, asu_kernel *kernel, asu_buffer *const *buffers,
                       const void *push, uint32_t groups_x, uint32_t groups_y, uint32_t groups_z) {
   if (cmd->error.code != ASU_OK) return;

@@ -59,6 +59,16 @@ static const gemm_case aligned_cases[] = {
 /* The logits case: 8000 rows of width 64 against a 512-token vocabulary. */
 static const gemm_case logits_case = {8000, 512, 64, 0, 0, 0, 0, 0, 0, 1.0f, 0.0f};
 
+/* Products of over 5e8 FLOPs, which a command that submits in slices runs as bands of 64-row
+   (or 64-column) multiples: 2300 rows make bands of 1728 and 572, and 2300 columns the same. */
+static const gemm_case banded_cases[] = {
+    {2300, 130, 1100, 4, 4, 1, 4, 8, 3, 1.0f, 0.5f},
+    {130, 2300, 1100, 0, 4, 3, 8, 4, 0, -1.0f, 0.0f},
+};
+
+/* Dispatches per submission of the commands that check_gemm_case records into (0: one). */
+static uint32_t slice_dispatches;
+
 typedef struct gemm_layout {
   uint32_t a_rows, a_cols, lda, b_rows, b_cols, ldb, ldc;
   size_t a_len, b_len, c_len;  /* buffer lengths in floats, offsets and padding included */
@@ -122,13 +132,14 @@ static void check_gemm_case(asu_device *dev, const gemm_case *g, bool trans_a, b
   asu_buffer *bb = kc_buffer(dev, b, l.b_len * sizeof(float));
   asu_buffer *bc = kc_buffer(dev, NULL, l.c_len * sizeof(float));
   asu_cmd *cmd = kc_cmd(dev);
+  asu_cmd_set_flush_every(cmd, slice_dispatches);
   for (size_t v = 0; v < n_variants; v++) {
     char label[200];
     snprintf(label, sizeof label,
              "gemm m=%u n=%u k=%u trans_a=%d trans_b=%d lda=%u ldb=%u ldc=%u offsets=%u,%u,%u "
-             "alpha=%g beta=%g variant=%s",
+             "alpha=%g beta=%g variant=%s slices=%u",
              g->m, g->n, g->k, trans_a, trans_b, l.lda, l.ldb, l.ldc, g->a_offset, g->b_offset,
-             g->c_offset, g->alpha, g->beta, variants[v]);
+             g->c_offset, g->alpha, g->beta, variants[v], slice_dispatches);
     setenv("ASU_GEMM_VARIANT", variants[v], 1);
     asu_error err;
     asu_buffer_upload(bc, 0, c, l.c_len * sizeof(float), &err);
@@ -195,6 +206,15 @@ static void test_gemm_cases(asu_device *dev) {
 
 static void test_gemm_logits(asu_device *dev) {
   for (int t = 0; t < 4; t++) check_all_variants(dev, &logits_case, t & 1, t & 2);
+}
+
+/* Large products recorded into a command that submits after every dispatch, so each band is
+   its own submission. */
+static void test_gemm_bands(asu_device *dev) {
+  slice_dispatches = 1;
+  for (size_t i = 0; i < sizeof banded_cases / sizeof *banded_cases; i++)
+    for (int t = 0; t < 4; t++) check_all_variants(dev, &banded_cases[i], t & 1, t & 2);
+  slice_dispatches = 0;
 }
 
 /* The variant the wrapper picks by itself on this device. */
@@ -359,6 +379,7 @@ int main(void) {
   asu_device *dev = kc_device();
   test_gemm_cases(dev);
   test_gemm_logits(dev);
+  test_gemm_bands(dev);
   test_gemm_default_variant(dev);
   test_gemm_f16(dev);
   test_gemm_invalid(dev);
