@@ -106,6 +106,12 @@ int asu_unlearn(asu_model *m, const asu_unlearn_config *cfg, const asu_dataset *
                 const asu_dataset *retain, const asu_dataset *heldout,
                 asu_progress_fn on_progress, void *user, asu_lora **out, asu_error *err);
 
+/* Mean NLL per answer token of each example of ds (its EOS included) under m with lora (NULL:
+   the base model), into out[0 .. ds->count - 1]. exp(-out[i]) is the normalised probability of
+   the answer that TOFU reports. prompt_template NULL is ASU_DEFAULT_TEMPLATE. */
+int asu_answer_nll(asu_model *m, const asu_lora *lora, const char *prompt_template,
+                   const asu_dataset *ds, double *out, asu_error *err);
+
 /* Full-weight fine-tuning: mean answer NLL over all examples, full batch, AdamW. */
 typedef struct asu_finetune_config {
   uint32_t steps;

@@ -213,6 +213,35 @@ static void check_gradients(golden_run *g, const cJSON *expected, const char *la
   CHECK(checked == 3 + 9 * (int)g->m->cfg.n_layers, "%s: %d gradients checked", label, checked);
 }
 
+/* asu_answer_nll on the golden pair, alone and in the middle of a batch of three. */
+static void check_answer_nll(asu_model *m, const cJSON *golden) {
+  const char *text = cJSON_GetObjectItem(golden, "text")->valuestring;
+  const char *mark = strstr(text, "\nAnswer: ");
+  CHECK(!strncmp(text, "Question: ", 10) && mark, "unexpected golden text layout");
+  if (!mark) return;
+  char *question = strndup(text + 10, (size_t)(mark - text - 10));
+  asu_dataset alone = {0}, batch = {0};
+  asu_error err;
+  asu_dataset_add(&alone, question, mark + 9, &err);
+  asu_dataset_add(&batch, "Who is Lily?", "Lily is a little girl.", &err);
+  asu_dataset_add(&batch, question, mark + 9, &err);
+  asu_dataset_add(&batch, NULL, "Once upon a time there was a dog.", &err);
+  double one = NAN, three[3] = {NAN, NAN, NAN};
+  CHECK(asu_answer_nll(m, NULL, NULL, &alone, &one, &err) == ASU_OK, "answer nll: %s",
+        err.message);
+  CHECK(asu_answer_nll(m, NULL, NULL, &batch, three, &err) == ASU_OK, "answer nll of three: %s",
+        err.message);
+  double want = cJSON_GetObjectItem(golden, "mean_answer_nll_tau1")->valuedouble;
+  CHECK(fabs(one - want) < 1e-4 * want, "answer nll %.8f, golden %.8f", one, want);
+  CHECK(fabs(three[1] - one) < 1e-5 * one, "answer nll in a batch %.8f, alone %.8f", three[1],
+        one);
+  CHECK(three[0] > 0 && three[2] > 0 && three[0] != three[2], "other answers' nll %g and %g",
+        three[0], three[2]);
+  asu_dataset_free(&alone);
+  asu_dataset_free(&batch);
+  free(question);
+}
+
 static void test_golden(asu_model *m, const char *data_dir) {
   char path[1024];
   snprintf(path, sizeof path, "%s/models/stories260K.golden.json", data_dir);
@@ -254,6 +283,8 @@ static void test_golden(asu_model *m, const char *data_dir) {
   check_losses(&g, cJSON_GetObjectItem(golden, "answer_kl_teacher_tau3"),
                cJSON_GetObjectItem(golden, "mean_answer_kl_teacher_tau3"), "KL");
   check_gradients(&g, cJSON_GetObjectItem(golden, "grad_mean_answer_kl_teacher_tau3"), "KL");
+
+  check_answer_nll(m, golden);
 
   asu_cmd_destroy(g.cmd);
   asu_batch_destroy(g.batch);
