@@ -1,0 +1,51 @@
+/* asu-eval: the TOFU metrics of a model, with or without an adapter. eval_split.c measures one
+   split, eval_main.c reads the options and writes the JSON object and the Markdown table. */
+#ifndef ASU_EVAL_H
+#define ASU_EVAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "asu_engine.h"
+
+/* One question of a *_perturbed.jsonl split. paraphrased is NULL where the split has none
+   (real authors, world facts), and the answer takes its place then. */
+typedef struct eval_question {
+  char *question, *answer, *paraphrased;
+  char **perturbed;
+  size_t n_perturbed;
+} eval_question;
+
+typedef struct eval_split {
+  const char *name;       /* "forget", "retain", "real_authors", "world_facts" */
+  bool forget;            /* truth ratio reported as min(R, 1/R) instead of max(0, 1 - R) */
+  bool options;           /* probability normalised over the answer and the perturbed ones */
+  eval_question *questions;
+  size_t count;
+} eval_split;
+
+/* What one split measured: means over its questions, and per question the truth ratio R and
+   the greedy answer. */
+typedef struct eval_result {
+  double probability, rouge_l, truth_ratio;
+  double entropy, longest_run; /* fluency of the greedy answers */
+  double *ratios;              /* R per question */
+  char **generated;
+  size_t count;
+} eval_result;
+
+typedef struct eval_options {
+  asu_model *model;
+  const asu_lora *adapter;  /* NULL: the base model */
+  unsigned max_tokens;      /* greedy answer length */
+} eval_options;
+
+/* Reads path (a *_perturbed.jsonl file), at most limit questions when limit > 0. */
+int eval_load_split(const char *path, size_t limit, eval_split *split, asu_error *err);
+void eval_split_free(eval_split *split);
+
+int eval_measure(const eval_options *o, const eval_split *split, eval_result *out,
+                 asu_error *err);
+void eval_result_free(eval_result *r);
+
+#endif

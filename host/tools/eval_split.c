@@ -1,0 +1,218 @@
+/* One TOFU split: loading its questions, then the answer probabilities, truth ratios and greedy
+   answers of a model on it. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "asu_metrics.h"
+#include "eval.h"
+
+/* ---- Loading ---- */
+
+static char *string_field(const cJSON *o, const char *key) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+  return cJSON_IsString(v) ? strdup(v->valuestring) : NULL;
+}
+
+static int parse_question(const cJSON *o, eval_question *q, const char *path, size_t line,
+                          asu_error *err) {
+  q->question = string_field(o, "question");
+  q->answer = string_field(o, "answer");
+  q->paraphrased = string_field(o, "paraphrased_answer");
+  const cJSON *list = cJSON_GetObjectItemCaseSensitive(o, "perturbed_answer");
+  size_t n = cJSON_IsArray(list) ? (size_t)cJSON_GetArraySize(list) : 0;
+  q->perturbed = calloc(n ? n : 1, sizeof *q->perturbed);
+  for (size_t i = 0; q->perturbed && i < n; i++) {
+    const cJSON *item = cJSON_GetArrayItem(list, (int)i);
+    if (cJSON_IsString(item)) q->perturbed[q->n_perturbed++] = strdup(item->valuestring);
+  }
+  if (!q->question || !q->answer || q->n_perturbed == 0)
+    return asu_error_set(err, ASU_ERR_FORMAT, "%s line %zu: needs \"question\", \"answer\" and "
+                         "a non-empty list \"perturbed_answer\" of strings", path, line);
+  return ASU_OK;
+}
+
+int eval_load_split(const char *path, size_t limit, eval_split *split, asu_error *err) {
+  FILE *f = fopen(path, "r");
+  if (!f) return asu_error_set(err, ASU_ERR_NOT_FOUND, "cannot open %s", path);
+  char *line = NULL;
+  size_t cap = 0, line_no = 0, room = 0;
+  int rc = ASU_OK;
+  while (!rc && (!limit || split->count < limit) && getline(&line, &cap, f) > 0) {
+    line_no++;
+    cJSON *o = cJSON_Parse(line);
+    if (!o) {
+      rc = asu_error_set(err, ASU_ERR_FORMAT, "%s line %zu is not valid JSON", path, line_no);
+      break;
+    }
+    if (split->count == room) {
+      room = room ? 2 * room : 64;
+      eval_question *grown = realloc(split->questions, room * sizeof *grown);
+      if (!grown) rc = asu_error_set(err, ASU_ERR_NOMEM, "out of memory");
+      else split->questions = grown;
+    }
+    if (!rc) {
+      eval_question *q = &split->questions[split->count++];
+      memset(q, 0, sizeof *q);
+      rc = parse_question(o, q, path, line_no, err);
+    }
+    cJSON_Delete(o);
+  }
+  free(line);
+  fclose(f);
+  if (!rc && split->count == 0)
+    rc = asu_error_set(err, ASU_ERR_FORMAT, "%s has no questions", path);
+  return rc;
+}
+
+void eval_split_free(eval_split *split) {
+  for (size_t i = 0; i < split->count; i++) {
+    eval_question *q = &split->questions[i];
+    free(q->question);
+    free(q->answer);
+    free(q->paraphrased);
+    for (size_t k = 0; k < q->n_perturbed; k++) free(q->perturbed[k]);
+    free(q->perturbed);
+  }
+  free(split->questions);
+  split->questions = NULL;
+  split->count = 0;
+}
+
+/* ---- Answer NLLs ---- */
+
+/* The mean answer NLL of every (question, answer) pair the split needs, in one call: per
+   question the answer, the paraphrased answer when there is one, then the perturbed ones. */
+static int measure_nll(const eval_options *o, const eval_split *s, double **nll, size_t **first,
+                       asu_error *err) {
+  asu_dataset ds = {0};
+  *first = calloc(s->count + 1, sizeof **first);
+  int rc = *first ? ASU_OK : asu_error_set(err, ASU_ERR_NOMEM, "out of memory");
+  for (size_t i = 0; !rc && i < s->count; i++) {
+    const eval_question *q = &s->questions[i];
+    (*first)[i] = ds.count;
+    rc = asu_dataset_add(&ds, q->question, q->answer, err);
+    if (!rc && q->paraphrased) rc = asu_dataset_add(&ds, q->question, q->paraphrased, err);
+    for (size_t k = 0; !rc && k < q->n_perturbed; k++)
+      rc = asu_dataset_add(&ds, q->question, q->perturbed[k], err);
+  }
+  if (!rc) {
+    (*first)[s->count] = ds.count;
+    *nll = malloc(ds.count * sizeof **nll);
+    rc = *nll ? asu_answer_nll(o->model, o->adapter, NULL, &ds, *nll, err)
+              : asu_error_set(err, ASU_ERR_NOMEM, "out of memory");
+  }
+  asu_dataset_free(&ds);
+  return rc;
+}
+
+/* Probability and truth ratio of question i from its NLLs (answer first). */
+static void score_question(const eval_split *s, size_t i, const double *nll, double *probability,
+                           double *ratio) {
+  const eval_question *q = &s->questions[i];
+  const double *perturbed = nll + 1 + (q->paraphrased ? 1 : 0);
+  double answer_p = exp(-nll[0]);
+  if (s->options) {
+    double total = answer_p;
+    for (size_t k = 0; k < q->n_perturbed; k++) total += exp(-perturbed[k]);
+    *probability = answer_p / total;
+  } else {
+    *probability = answer_p;
+  }
+  *ratio = asu_truth_ratio(q->paraphrased ? nll[1] : nll[0], perturbed, q->n_perturbed);
+}
+
+/* ---- Greedy answers ---- */
+
+typedef struct answer_text {
+  char *text;
+  size_t len, cap;
+  int32_t *tokens;
+  size_t n_tokens, tokens_cap;
+} answer_text;
+
+static int collect(void *user, int32_t token, const char *piece, size_t len) {
+  answer_text *a = user;
+  if (a->len + len + 1 > a->cap) {
+    size_t cap = 2 * (a->len + len + 1);
+    char *grown = realloc(a->text, cap);
+    if (!grown) return 1;
+    a->text = grown;
+    a->cap = cap;
+  }
+  memcpy(a->text + a->len, piece, len);
+  a->len += len;
+  a->text[a->len] = '\0';
+  if (a->n_tokens == a->tokens_cap) {
+    size_t cap = a->tokens_cap ? 2 * a->tokens_cap : 64;
+    int32_t *grown = realloc(a->tokens, cap * sizeof *grown);
+    if (!grown) return 1;
+    a->tokens = grown;
+    a->tokens_cap = cap;
+  }
+  a->tokens[a->n_tokens++] = token;
+  return 0;
+}
+
+static int greedy_answer(const eval_options *o, const char *question, answer_text *a,
+                         asu_error *err) {
+  char *prompt = asu_format_prompt(ASU_DEFAULT_TEMPLATE, question, err);
+  if (!prompt) return err->code;
+  asu_sampling sp = {.max_tokens = o->max_tokens, .top_p = 1.0f};
+  a->text = calloc(1, 1);
+  a->cap = 1;
+  int rc = asu_generate(o->model, o->adapter, prompt, &sp, collect, a, err);
+  free(prompt);
+  return rc;
+}
+
+/* ---- A split ---- */
+
+int eval_measure(const eval_options *o, const eval_split *s, eval_result *out, asu_error *err) {
+  memset(out, 0, sizeof *out);
+  double *nll = NULL;
+  size_t *first = NULL;
+  out->ratios = calloc(s->count, sizeof *out->ratios);
+  out->generated = calloc(s->count, sizeof *out->generated);
+  out->count = s->count;
+  int rc = out->ratios && out->generated ? measure_nll(o, s, &nll, &first, err)
+                                         : asu_error_set(err, ASU_ERR_NOMEM, "out of memory");
+  double sum_p = 0, sum_rouge = 0, sum_tr = 0, sum_entropy = 0, sum_run = 0;
+  for (size_t i = 0; !rc && i < s->count; i++) {
+    double p, ratio;
+    score_question(s, i, nll + first[i], &p, &ratio);
+    out->ratios[i] = ratio;
+    sum_p += p;
+    sum_tr += s->forget ? fmin(ratio, 1.0 / ratio) : fmax(0.0, 1.0 - ratio);
+    answer_text a = {0};
+    rc = greedy_answer(o, s->questions[i].question, &a, err);
+    if (!rc) {
+      sum_rouge += asu_rouge_l_recall(a.text, s->questions[i].answer);
+      sum_entropy += asu_token_entropy(a.tokens, a.n_tokens);
+      sum_run += (double)asu_longest_run(a.tokens, a.n_tokens);
+      out->generated[i] = a.text;
+      a.text = NULL;
+    }
+    free(a.text);
+    free(a.tokens);
+  }
+  double n = (double)s->count;
+  out->probability = sum_p / n;
+  out->rouge_l = sum_rouge / n;
+  out->truth_ratio = sum_tr / n;
+  out->entropy = sum_entropy / n;
+  out->longest_run = sum_run / n;
+  free(nll);
+  free(first);
+  return rc;
+}
+
+void eval_result_free(eval_result *r) {
+  for (size_t i = 0; r->generated && i < r->count; i++) free(r->generated[i]);
+  free(r->generated);
+  free(r->ratios);
+  memset(r, 0, sizeof *r);
+}
