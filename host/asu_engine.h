@@ -55,7 +55,38 @@ enum asu_lora_target {
   ASU_LORA_ALL = 0x7f,
 };
 
-enum asu_method { ASU_METHOD_ASU_GD = 0, ASU_METHOD_ASU_KL = 1 };
+/* Unlearning methods. The forget term of each, over the forget answers:
+   - asu_gd, asu_kl: KL(p_teacher || p_student), the teacher being the frozen model with
+     attention at temperature tau; the retain term is NLL (asu_gd) or KL to the frozen model
+     (asu_kl).
+   - ga: gradient ascent, minus the NLL; no retain term.
+   - gd: gradient difference, minus the NLL.
+   - npo: negative preference optimisation, (2 / beta) log(1 + (p_student / p_frozen)^beta)
+     per answer, the probabilities being of the whole answer.
+   - simnpo: the same without the frozen model and on the mean log-probability per token:
+     (2 / beta) log(1 + exp(beta * mean log p_student + gamma)).
+   - idk_nll: the NLL of an "I don't know" answer in place of each forget answer.
+   - me_gd: KL(uniform || p_student), which maximises the entropy of every answer position.
+   Every method but ga has the retain term NLL unless said otherwise above. */
+enum asu_method {
+  ASU_METHOD_ASU_GD = 0,
+  ASU_METHOD_ASU_KL = 1,
+  ASU_METHOD_GA = 2,
+  ASU_METHOD_GD = 3,
+  ASU_METHOD_NPO = 4,
+  ASU_METHOD_SIMNPO = 5,
+  ASU_METHOD_IDK_NLL = 6,
+  ASU_METHOD_ME_GD = 7,
+};
+#define ASU_METHOD_COUNT 8
+
+/* "asu_gd", "asu_kl", "ga", "gd", "npo", "simnpo", "idk_nll", "me_gd". */
+const char *asu_method_name(enum asu_method m);
+/* Parses one of those names; -1 when it is none of them. */
+int asu_method_parse(const char *name, enum asu_method *out);
+/* The forget set as idk_nll trains on it: each question with one of a fixed list of "I don't
+   know" answers, picked by the example's index and seed. out starts empty. */
+int asu_idk_dataset(const asu_dataset *forget, uint64_t seed, asu_dataset *out, asu_error *err);
 
 /* Settings of an unlearning job. asu_unlearn_defaults fills the documented defaults. */
 typedef struct asu_unlearn_config {
@@ -77,6 +108,8 @@ typedef struct asu_unlearn_config {
      data there resumes from it instead of starting over. */
   const char *checkpoint_dir;
   uint32_t checkpoint_every;
+  /* NPO and SimNPO: beta (0: 0.1 for npo, 2.5 for simnpo) and SimNPO's margin gamma. */
+  float beta, gamma;
   /* Dispatches per queue submission of a training step; 0 submits each step whole. A server
      that generates while it trains sets it, so that a generated token waits for one slice of
      a step at most (asu_cmd_set_flush_every). */

@@ -7,7 +7,7 @@
 
 #include "asu_log.h"
 #include "checkpoint.h"
-#include "train_internal.h"
+#include "unlearn_internal.h"
 
 /* Defaults that forget on the shared 260K-parameter model in a few hundred full-batch steps. */
 void asu_unlearn_defaults(asu_unlearn_config *cfg) {
@@ -32,8 +32,12 @@ void asu_unlearn_defaults(asu_unlearn_config *cfg) {
 }
 
 static int check_config(const asu_unlearn_config *c, asu_error *err) {
-  if (c->method != ASU_METHOD_ASU_GD && c->method != ASU_METHOD_ASU_KL)
-    return asu_error_set(err, ASU_ERR_INVALID, "method %d is not asu_gd or asu_kl", (int)c->method);
+  if ((unsigned)c->method >= ASU_METHOD_COUNT)
+    return asu_error_set(err, ASU_ERR_INVALID, "method %d is not one of asu_gd, asu_kl, ga, gd, "
+                         "npo, simnpo, idk_nll and me_gd", (int)c->method);
+  if (!(c->beta >= 0.0f) || !isfinite(c->beta) || !isfinite(c->gamma))
+    return asu_error_set(err, ASU_ERR_INVALID, "beta must be finite and >= 0 and gamma finite, "
+                         "got %g and %g", c->beta, c->gamma);
   if (!(c->tau > 0.0f) || !isfinite(c->tau))
     return asu_error_set(err, ASU_ERR_INVALID, "tau must be a positive number, got %g", c->tau);
   if (!(c->learning_rate > 0.0f) || !isfinite(c->learning_rate))
@@ -52,21 +56,6 @@ static int check_config(const asu_unlearn_config *c, asu_error *err) {
   return ASU_OK;
 }
 
-typedef struct unlearn_run {
-  asu_model *m;
-  const asu_unlearn_config *cfg;
-  uint32_t n_forget, n_retain, forget_rows;
-  asu_batch *batch;
-  asu_acts *acts;
-  asu_backward_scratch *scratch;
-  asu_lora *lora;
-  asu_grads *grads;
-  asu_adam adam;
-  asu_buffer *teacher_logp, *dlogits, *loss, *weights;
-  float *loss_host, *student_scales, *teacher_scales;
-  asu_evaluator *heldout;
-  asu_cmd *cmd;
-} unlearn_run;
 
 static void run_free(unlearn_run *r) {
   asu_cmd_destroy(r->cmd);
@@ -81,12 +70,12 @@ static void run_free(unlearn_run *r) {
   asu_buffer_destroy(r->loss);
   asu_buffer_destroy(r->weights);
   free(r->loss_host);
+  free(r->weights_host);
+  free(r->reference_nll);
   free(r->student_scales);
   free(r->teacher_scales);
 }
 
-/* A loss coefficient of 0 still measures its term, with weight 1, but its gradient is zeroed. */
-static float measured_weight(float coefficient) { return coefficient > 0.0f ? coefficient : 1.0f; }
 
 static int prepare_buffers(unlearn_run *r, asu_error *err) {
   asu_model *m = r->m;
@@ -103,11 +92,12 @@ static int prepare_buffers(unlearn_run *r, asu_error *err) {
   }
   asu_layer_scales(m, 1.0f, 0, r->student_scales);
   asu_layer_scales(m, c->tau, c->tau_layers, r->teacher_scales);
-  asu_answer_weights(r->batch, 0, r->n_forget, measured_weight(c->forget_weight), w);
+  asu_answer_weights(r->batch, 0, r->n_forget,
+                     asu_method_forget_sign(c->method) * asu_measured_weight(c->forget_weight), w);
   if (r->n_retain)
-    asu_answer_weights(r->batch, r->n_forget, r->n_retain, measured_weight(c->retain_weight), w);
+    asu_answer_weights(r->batch, r->n_forget, r->n_retain, asu_measured_weight(c->retain_weight), w);
   int rc = asu_upload_floats(m->dev, w, rows, &r->weights, err);
-  free(w);
+  r->weights_host = w;
   size_t logits_bytes = (size_t)rows * vocab * sizeof(float);
   if (!rc) rc = asu_buffer_create(m->dev, logits_bytes, &r->teacher_logp, err);
   if (!rc) rc = asu_buffer_create(m->dev, logits_bytes, &r->dlogits, err);
@@ -134,6 +124,8 @@ static int prepare_buffers(unlearn_run *r, asu_error *err) {
 /* The teacher's log-probabilities: the frozen model with smoothed attention on forget rows and,
    for asu_kl, the frozen model itself on retain rows. Computed once, since neither changes. */
 static int compute_teacher(unlearn_run *r, asu_error *err) {
+  if (r->cfg->method != ASU_METHOD_ASU_GD && r->cfg->method != ASU_METHOD_ASU_KL)
+    return asu_unlearn_prepare_method(r, err);
   asu_batch *b = r->batch;
   uint32_t vocab = r->m->cfg.vocab;
   asu_forward_args fwd = {
@@ -150,8 +142,9 @@ static int compute_teacher(unlearn_run *r, asu_error *err) {
   return asu_cmd_submit(r->cmd, err);
 }
 
-/* Records the student's forward pass and both loss terms with their gradient in dlogits. */
-static void record_losses(unlearn_run *r) {
+/* Records the student's forward pass (unless forward_done) and both loss terms with their
+   gradient in dlogits. */
+static void record_losses(unlearn_run *r, bool forward_done) {
   asu_batch *b = r->batch;
   uint32_t vocab = r->m->cfg.vocab;
   size_t row_bytes = (size_t)vocab * sizeof(float);
@@ -159,13 +152,17 @@ static void record_losses(unlearn_run *r) {
       .lora = r->lora, .ids = b->ids_buf, .positions = b->positions_buf,
       .q_ranges = b->q_ranges_buf, .rows = b->rows, .layer_scale = r->student_scales,
   };
-  asu_forward_record(r->cmd, r->m, &fwd, r->acts);
-  asu_op_kl(r->cmd, r->teacher_logp, r->acts->logits, r->weights, r->loss, r->dlogits, 0,
-            r->forget_rows, vocab);
+  if (!forward_done) asu_forward_record(r->cmd, r->m, &fwd, r->acts);
+  if (asu_method_uses_teacher(r->cfg->method))
+    asu_op_kl(r->cmd, r->teacher_logp, r->acts->logits, r->weights, r->loss, r->dlogits, 0,
+              r->forget_rows, vocab);
+  else
+    asu_op_cross_entropy(r->cmd, r->acts->logits, b->targets_buf, r->weights, r->loss,
+                         r->dlogits, 0, r->forget_rows, vocab);
   if (r->cfg->forget_weight == 0.0f)
     asu_cmd_fill(r->cmd, r->dlogits, 0, r->forget_rows * row_bytes, 0);
   if (!r->n_retain) return;
-  if (r->cfg->method == ASU_METHOD_ASU_GD)
+  if (r->cfg->method != ASU_METHOD_ASU_KL)
     asu_op_cross_entropy(r->cmd, r->acts->logits, b->targets_buf, r->weights, r->loss,
                          r->dlogits, r->forget_rows, b->rows, vocab);
   else
@@ -181,9 +178,9 @@ static int read_terms(unlearn_run *r, asu_progress *p, asu_error *err) {
   if (rc) return rc;
   const asu_unlearn_config *c = r->cfg;
   p->forget = asu_sum_rows(r->batch, 0, r->n_forget, r->loss_host) /
-              measured_weight(c->forget_weight);
+              asu_measured_weight(c->forget_weight);
   p->retain = r->n_retain ? asu_sum_rows(r->batch, r->n_forget, r->n_retain, r->loss_host) /
-                                measured_weight(c->retain_weight)
+                                asu_measured_weight(c->retain_weight)
                           : 0.0;
   p->loss = c->forget_weight * p->forget + c->retain_weight * p->retain;
   return ASU_OK;
@@ -194,10 +191,11 @@ static void fingerprint(const unlearn_run *r, char *out, size_t size) {
   const asu_unlearn_config *c = r->cfg;
   snprintf(out, size, "asu-unlearn method %d tau %a layers %llx rank %u alpha %a targets %x "
            "lr %a wd %a betas %a %a eps %a steps %u weights %a %a seed %llu examples %u+%u "
-           "rows %u", (int)c->method, c->tau, (unsigned long long)c->tau_layers, c->lora_rank,
-           c->lora_alpha, c->lora_targets, c->learning_rate, c->weight_decay, c->beta1, c->beta2,
-           c->adam_eps, c->steps, c->forget_weight, c->retain_weight,
-           (unsigned long long)c->seed, r->n_forget, r->n_retain, r->batch->rows);
+           "rows %u beta %a gamma %a", (int)c->method, c->tau, (unsigned long long)c->tau_layers,
+           c->lora_rank, c->lora_alpha, c->lora_targets, c->learning_rate, c->weight_decay,
+           c->beta1, c->beta2, c->adam_eps, c->steps, c->forget_weight, c->retain_weight,
+           (unsigned long long)c->seed, r->n_forget, r->n_retain, r->batch->rows, c->beta,
+           c->gamma);
 }
 
 /* Restores a checkpoint when the run has a checkpoint directory holding one; *first is the
@@ -247,8 +245,11 @@ static int train(unlearn_run *r, asu_progress_fn on_progress, void *user, asu_er
     if (r->heldout && (step % 25 == 0 || last))
       rc = asu_evaluator_nll(r->heldout, r->lora, &p.heldout_nll, err);
     if (rc) return rc;
+    double answer_term = NAN;
+    bool per_answer = asu_method_per_answer(r->cfg->method);
+    if (per_answer && (rc = asu_unlearn_answer_weights(r, &answer_term, err))) return rc;
     if (!last) asu_grads_zero(r->cmd, r->grads);
-    record_losses(r);
+    record_losses(r, per_answer);
     if (!last) {
       asu_backward_record(r->cmd, r->m, r->lora, r->batch, r->student_scales, r->acts,
                           r->dlogits, r->scratch, r->grads);
@@ -257,6 +258,11 @@ static int train(unlearn_run *r, asu_progress_fn on_progress, void *user, asu_er
     rc = asu_cmd_submit(r->cmd, err);
     if (!rc) rc = read_terms(r, &p, err);
     if (rc) return rc;
+    if (per_answer) {
+      /* The rows' losses carry this step's gradient weights; the term is the answers' own. */
+      p.forget = answer_term;
+      p.loss = r->cfg->forget_weight * p.forget + r->cfg->retain_weight * p.retain;
+    }
     /* The losses of this report were measured before this step's update. */
     p.step = step;
     if (!isfinite(p.loss))
@@ -327,6 +333,12 @@ int asu_unlearn(asu_model *m, const asu_unlearn_config *cfg, const asu_dataset *
                          "example to forget");
   asu_token_set examples = {0}, held = {0};
   const char *tmpl = cfg->prompt_template;
+  /* idk_nll learns refusals to the forget questions; ga has no retain term. */
+  asu_dataset idk = {0};
+  if (cfg->method == ASU_METHOD_IDK_NLL && (rc = asu_idk_dataset(forget, cfg->seed, &idk, err)))
+    return rc;
+  if (cfg->method == ASU_METHOD_IDK_NLL) forget = &idk;
+  if (cfg->method == ASU_METHOD_GA) retain = NULL;
   rc = asu_token_set_add(m, tmpl, forget, &examples, err);
   if (rc) asu_error_wrap(err, "forget set: ");
   if (!rc && (rc = asu_token_set_add(m, tmpl, retain, &examples, err)))
@@ -337,5 +349,6 @@ int asu_unlearn(asu_model *m, const asu_unlearn_config *cfg, const asu_dataset *
                             user, out, NULL, err);
   asu_token_set_free(&examples);
   asu_token_set_free(&held);
+  asu_dataset_free(&idk);
   return rc;
 }

@@ -193,11 +193,16 @@ static int build_spec(asu_server *s, asu_rpc_call *c, const Asu__V1__StartUnlear
 
   asu_unlearn_config *cfg = &spec->cfg;
   asu_unlearn_defaults(cfg);
-  if (!strcmp(r->method, "asu_gd")) cfg->method = ASU_METHOD_ASU_GD;
-  else if (!strcmp(r->method, "asu_kl")) cfg->method = ASU_METHOD_ASU_KL;
-  else if (r->method[0])
+  if (r->method[0] && asu_method_parse(r->method, &cfg->method) != 0)
     return asu_reject(c, GRPC_STATUS_INVALID_ARGUMENT,
-                  "method must be \"asu_gd\" or \"asu_kl\", got \"%.80s\"", r->method);
+                      "method must be one of asu_gd, asu_kl, ga, gd, npo, simnpo, idk_nll and "
+                      "me_gd, got \"%.80s\"", r->method);
+  if (!check_float(c, "beta", r->beta, false)) return 0;
+  if (!isfinite(r->gamma))
+    return asu_reject(c, GRPC_STATUS_INVALID_ARGUMENT, "gamma must be finite, got %g",
+                      (double)r->gamma);
+  cfg->beta = r->beta;
+  cfg->gamma = r->gamma;
 
   if (r->tau != 0) {
     if (!check_float(c, "tau", r->tau, true)) return 0;

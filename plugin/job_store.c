@@ -102,6 +102,8 @@ static cJSON *settings_json(const asu_job_spec *spec) {
   cJSON_AddNumberToObject(o, "retain_weight", c->retain_weight);
   add_u64(o, "seed", c->seed);
   cJSON_AddNumberToObject(o, "checkpoint_every", c->checkpoint_every);
+  cJSON_AddNumberToObject(o, "beta", c->beta);
+  cJSON_AddNumberToObject(o, "gamma", c->gamma);
   cJSON_AddBoolToObject(o, "activate", spec->activate);
   cJSON_AddBoolToObject(o, "has_heldout", spec->has_heldout);
   cJSON_AddBoolToObject(o, "has_template", spec->prompt_template != NULL);
@@ -164,7 +166,11 @@ static enum asu_job_state parse_state(const char *name) {
 static void read_settings(const cJSON *o, asu_job_spec *spec) {
   asu_unlearn_config *c = &spec->cfg;
   asu_unlearn_defaults(c);
-  c->method = get_number(o, "method", 0) == 1 ? ASU_METHOD_ASU_KL : ASU_METHOD_ASU_GD;
+  double method = get_number(o, "method", 0);
+  c->method = method >= 0 && method < ASU_METHOD_COUNT ? (enum asu_method)method
+                                                       : ASU_METHOD_ASU_GD;
+  c->beta = (float)get_number(o, "beta", 0);
+  c->gamma = (float)get_number(o, "gamma", 0);
   c->tau = (float)get_number(o, "tau", c->tau);
   c->tau_layers = get_u64(o, "tau_layers");
   c->lora_rank = (uint32_t)get_number(o, "lora_rank", c->lora_rank);

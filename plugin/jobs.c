@@ -471,7 +471,7 @@ int asu_jobs_submit(asu_jobs *j, asu_job_spec *spec, const char *request_id,
   }
   snprintf(b->snap.adapter_name, sizeof b->snap.adapter_name, "%s", spec->adapter_name);
   snprintf(b->snap.method, sizeof b->snap.method, "%s",
-           spec->cfg.method == ASU_METHOD_ASU_KL ? "asu_kl" : "asu_gd");
+           asu_method_name(spec->cfg.method));
   b->snap.total_steps = spec->cfg.steps;
   b->snap.loss = b->snap.forget_loss = b->snap.retain_loss = b->snap.heldout_nll = NAN;
   b->snap.initial_forget_loss = b->snap.initial_retain_loss = b->snap.initial_heldout_nll = NAN;

@@ -219,6 +219,17 @@ def run_checks(pb, c, server):
                           pb.GenerateResponse))[-1]
     check(final.adapter == "py1" and final.adapter_version == 2, "Generate uses py1 v2")
 
+    # A baseline method through the server: its name comes back on the job.
+    npo = c.unary("StartUnlearning", pb.StartUnlearningRequest(
+        adapter_name="npo1", forget=forget, retain=retain, method="npo", beta=0.2, steps=2,
+        lora_rank=4), pb.Job)
+    snaps = list(c.stream("WatchJob", pb.JobRequest(job_id=npo.id), pb.Job))
+    check(snaps[-1].state == pb.Job.SUCCEEDED and snaps[-1].method == "npo",
+          "an npo job succeeds (%s, %s)" % (snaps[-1].method, snaps[-1].error))
+    expect_code(lambda: c.unary("StartUnlearning", pb.StartUnlearningRequest(
+        adapter_name="bad", forget=forget, retain=retain, method="npo", beta=-1.0), pb.Job),
+        grpc.StatusCode.INVALID_ARGUMENT, "negative beta", "beta")
+
     # Cancel a running job: it ends CANCELLED and leaves no adapter.
     job3 = c.unary("StartUnlearning", pb.StartUnlearningRequest(
         adapter_name="pycancel", forget=forget, retain=retain, steps=100000), pb.Job)
