@@ -145,6 +145,18 @@ int asu_unlearn(asu_model *m, const asu_unlearn_config *cfg, const asu_dataset *
 int asu_answer_nll(asu_model *m, const asu_lora *lora, const char *prompt_template,
                    const asu_dataset *ds, double *out, asu_error *err);
 
+/* Per example: the mean answer NLL as asu_answer_nll gives it, exact memorisation (the share
+   of answer tokens that are the argmax of the logits predicting them, the true prefix given)
+   and extraction strength (1 - k / |answer|, k the fewest answer tokens after which greedy
+   decoding reproduces the rest; with the true prefix given, k follows the last token that is
+   not the argmax). These two leave out the answer's closing EOS. Downloads the logits, so it
+   costs more than asu_answer_nll. */
+typedef struct asu_answer_stats {
+  double nll, exact_match, extraction;
+} asu_answer_stats;
+int asu_answer_measure(asu_model *m, const asu_lora *lora, const char *prompt_template,
+                       const asu_dataset *ds, asu_answer_stats *out, asu_error *err);
+
 /* Full-weight fine-tuning: mean answer NLL over all examples, full batch, AdamW. */
 typedef struct asu_finetune_config {
   uint32_t steps;

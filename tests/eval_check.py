@@ -79,6 +79,9 @@ def check_values(result, tofu):
         check(abs(tr - s["truth_ratio"]) < 1e-12, "%s truth ratio statistic %.6f recomputed %.6f"
               % (split, s["truth_ratio"], tr))
         check(0 < s["probability"] <= 1, "%s probability %.6g in (0, 1]" % (split, s["probability"]))
+        check(0 <= s["exact_match"] <= 1 and 0 <= s["extraction_strength"] <= 1,
+              "%s exact match %.4f and extraction strength %.4f in [0, 1]"
+              % (split, s["exact_match"], s["extraction_strength"]))
         if split != "forget":
             parts += [s["probability"], s["rouge_l"], s["truth_ratio"]]
     utility = 0.0 if min(parts) <= 0 else statistics.harmonic_mean(parts)

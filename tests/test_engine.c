@@ -154,6 +154,42 @@ static void test_finetune_and_save(const char *model_path) {
   asu_model_destroy(m);
 }
 
+/* Exact memorisation and extraction strength: below 1 on the shared model, and 1 once
+   fine-tuning has made it memorise the answers; the NLL equals asu_answer_nll's. */
+static void test_memorisation(const char *model_path) {
+  asu_model *m = NULL;
+  asu_error err;
+  CHECK(asu_model_load(model_path, NULL, &m, &err) == ASU_OK, "load: %s", err.message);
+  if (!m) return;
+  asu_dataset data = {0}, unused = {0};
+  fill_examples(&data, &unused);
+  asu_answer_stats before[2], after[2];
+  double nll[2];
+  CHECK(asu_answer_measure(m, NULL, NULL, &data, before, &err) == ASU_OK, "measure: %s",
+        err.message);
+  CHECK(asu_answer_nll(m, NULL, NULL, &data, nll, &err) == ASU_OK, "nll: %s", err.message);
+  for (int i = 0; i < 2; i++) {
+    CHECK(fabs(before[i].nll - nll[i]) < 1e-9, "example %d: nll %g against %g", i, before[i].nll,
+          nll[i]);
+    CHECK(before[i].exact_match < 1.0 && before[i].extraction < 1.0,
+          "example %d is memorised before fine-tuning: %g, %g", i, before[i].exact_match,
+          before[i].extraction);
+  }
+  asu_finetune_config cfg;
+  asu_finetune_defaults(&cfg);
+  cfg.steps = 150;
+  CHECK(asu_finetune(m, &cfg, &data, NULL, NULL, &err) == ASU_OK, "finetune: %s", err.message);
+  CHECK(asu_answer_measure(m, NULL, NULL, &data, after, &err) == ASU_OK, "measure: %s",
+        err.message);
+  for (int i = 0; i < 2; i++)
+    CHECK(after[i].exact_match == 1.0 && after[i].extraction == 1.0,
+          "example %d after fine-tuning: exact match %g, extraction %g (nll %g)", i,
+          after[i].exact_match, after[i].extraction, after[i].nll);
+  asu_dataset_free(&data);
+  asu_dataset_free(&unused);
+  asu_model_destroy(m);
+}
+
 /* Writes a copy of the model without output.weight. The shared model's output matrix equals its
    embedding, so the copy, which ties them, must generate the same text. */
 static void test_tied_output(asu_model *m, const char *path) {
@@ -349,5 +385,6 @@ int main(void) {
   test_tied_output(m, path);
   asu_model_destroy(m);
   test_finetune_and_save(path);
+  test_memorisation(path);
   return TEST_SUMMARY();
 }

@@ -28,6 +28,7 @@ typedef struct eval_split {
    the greedy answer. */
 typedef struct eval_result {
   double probability, rouge_l, truth_ratio;
+  double exact_match, extraction; /* memorisation of the answers, teacher-forced */
   double entropy, longest_run; /* fluency of the greedy answers */
   double *ratios;              /* R per question */
   char **generated;

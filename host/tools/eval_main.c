@@ -94,6 +94,8 @@ static cJSON *split_json(const eval_result *r) {
   cJSON_AddNumberToObject(o, "probability", r->probability);
   cJSON_AddNumberToObject(o, "rouge_l", r->rouge_l);
   cJSON_AddNumberToObject(o, "truth_ratio", r->truth_ratio);
+  cJSON_AddNumberToObject(o, "exact_match", r->exact_match);
+  cJSON_AddNumberToObject(o, "extraction_strength", r->extraction);
   cJSON_AddNumberToObject(o, "token_entropy", r->entropy);
   cJSON_AddNumberToObject(o, "longest_run", r->longest_run);
   cJSON_AddItemToObject(o, "truth_ratios", cJSON_CreateDoubleArray(r->ratios, (int)r->count));
@@ -138,11 +140,13 @@ static void write_markdown(const char *path, const split_spec *specs, const eval
     asu_log_error("cannot write %s", path);
     return;
   }
-  fprintf(f, "| split | probability | ROUGE-L | truth ratio | token entropy | longest run |\n");
-  fprintf(f, "| --- | ---: | ---: | ---: | ---: | ---: |\n");
+  fprintf(f, "| split | probability | ROUGE-L | truth ratio | exact match | extraction | "
+             "token entropy | longest run |\n");
+  fprintf(f, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
   for (size_t i = 0; i < n; i++)
-    fprintf(f, "| %s | %.4f | %.4f | %.4f | %.3f | %.1f |\n", specs[i].name, r[i].probability,
-            r[i].rouge_l, r[i].truth_ratio, r[i].entropy, r[i].longest_run);
+    fprintf(f, "| %s | %.4f | %.4f | %.4f | %.4f | %.4f | %.3f | %.1f |\n", specs[i].name,
+            r[i].probability, r[i].rouge_l, r[i].truth_ratio, r[i].exact_match,
+            r[i].extraction, r[i].entropy, r[i].longest_run);
   fprintf(f, "\nModel utility: %.4f. Forget quality: %s", utility, isnan(quality) ? "-" : "");
   if (!isnan(quality)) fprintf(f, "%.4g", quality);
   fprintf(f, "\n");

@@ -109,6 +109,25 @@ static int measure_nll(const eval_options *o, const eval_split *s, double **nll,
   return rc;
 }
 
+/* Mean exact memorisation and extraction strength of the split's answers. */
+static int measure_memorisation(const eval_options *o, const eval_split *s, eval_result *out,
+                                asu_error *err) {
+  asu_dataset ds = {0};
+  int rc = ASU_OK;
+  for (size_t i = 0; !rc && i < s->count; i++)
+    rc = asu_dataset_add(&ds, s->questions[i].question, s->questions[i].answer, err);
+  asu_answer_stats *stats = rc ? NULL : calloc(s->count, sizeof *stats);
+  if (!rc && !stats) rc = asu_error_set(err, ASU_ERR_NOMEM, "out of memory");
+  if (!rc) rc = asu_answer_measure(o->model, o->adapter, NULL, &ds, stats, err);
+  for (size_t i = 0; !rc && i < s->count; i++) {
+    out->exact_match += stats[i].exact_match / (double)s->count;
+    out->extraction += stats[i].extraction / (double)s->count;
+  }
+  free(stats);
+  asu_dataset_free(&ds);
+  return rc;
+}
+
 /* Probability and truth ratio of question i from its NLLs (answer first). */
 static void score_question(const eval_split *s, size_t i, const double *nll, double *probability,
                            double *ratio) {
@@ -180,6 +199,7 @@ int eval_measure(const eval_options *o, const eval_split *s, eval_result *out, a
   out->count = s->count;
   int rc = out->ratios && out->generated ? measure_nll(o, s, &nll, &first, err)
                                          : asu_error_set(err, ASU_ERR_NOMEM, "out of memory");
+  if (!rc) rc = measure_memorisation(o, s, out, err);
   double sum_p = 0, sum_rouge = 0, sum_tr = 0, sum_entropy = 0, sum_run = 0;
   for (size_t i = 0; !rc && i < s->count; i++) {
     double p, ratio;
