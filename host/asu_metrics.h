@@ -30,6 +30,12 @@ double asu_harmonic_mean(const double *v, size_t n);
    token repeats, 0 for one token repeated. 0 for fewer than 2 tokens. */
 double asu_token_entropy(const int32_t *tokens, size_t n);
 
+/* The share of the words of text (as asu_rouge_l_recall splits them, lowercased) for which
+   known(word, length, user) is nonzero; 0 for a text without words. */
+double asu_vocabulary_share(const char *text, int (*known)(const char *word, size_t len,
+                                                            void *user),
+                            void *user);
+
 /* Length of the longest run of one token repeated back to back. */
 size_t asu_longest_run(const int32_t *tokens, size_t n);
 

@@ -69,6 +69,22 @@ double asu_rouge_l_recall(const char *generated, const char *reference) {
   return recall;
 }
 
+double asu_vocabulary_share(const char *text, int (*known)(const char *word, size_t len,
+                                                            void *user),
+                            void *user) {
+  size_t n = 0, hits = 0;
+  word *w = split_words(text, &n);
+  char buf[64];
+  for (size_t i = 0; w && i < n; i++) {
+    size_t len = w[i].len < sizeof buf ? w[i].len : sizeof buf - 1;
+    for (size_t k = 0; k < len; k++) buf[k] = (char)tolower((unsigned char)w[i].start[k]);
+    buf[len] = '\0';
+    hits += known(buf, len, user) != 0;
+  }
+  free(w);
+  return n ? (double)hits / (double)n : 0.0;
+}
+
 /* ---- Truth ratio, harmonic mean ---- */
 
 double asu_truth_ratio(double paraphrased_nll, const double *perturbed_nll, size_t n) {

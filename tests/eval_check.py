@@ -2,7 +2,7 @@
 utility recomputed here from the per-question values it reports, its forget quality against
 scipy's KS test, and its errors on bad input.
 
-usage: /usr/bin/python3 eval_check.py ASU_EVAL MODEL.gguf TOFU_DIR
+usage: /usr/bin/python3 eval_check.py ASU_EVAL MODEL.gguf TOFU_DIR ENCODER_JSON
 Exits 77 (skipped) when scipy is missing."""
 
 import json
@@ -52,13 +52,35 @@ def load(path, limit):
         return [json.loads(line) for line in f][:limit]
 
 
+def vocabulary(path):
+    """The words of a GPT-2 encoder.json: tokens of ASCII letters, after the U+0120 mark."""
+    with open(path) as f:
+        tokens = json.load(f)
+    out = set()
+    for t in tokens:
+        w = t[1:] if t.startswith("\u0120") else t
+        if w and re.fullmatch(r"[A-Za-z]+", w) and len(w) < 63:
+            out.add(w.lower())
+    return out
+
+
+def known_share(text, vocab):
+    ws = words(text)
+    if not ws:
+        return 0.0
+    return sum(1 for w in ws if w.isdigit() or w in vocab) / len(ws)
+
+
 def run_eval(tool, model, tofu, out, *extra):
     cmd = [tool, "--model", model, "--tofu", tofu, "--limit", "4", "--max-tokens", "30",
-           "--json", out] + list(extra)
+           "--json", out, "--vocabulary", ENCODER] + list(extra)
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     check(r.returncode == 0, "asu-eval %s exits 0 (%s)" % (" ".join(extra), r.stderr[-300:]))
     with open(out) as f:
         return json.load(f)
+
+
+ENCODER = ""
 
 
 def check_values(result, tofu):
@@ -71,6 +93,10 @@ def check_values(result, tofu):
         rouge = sum(rouge_l_recall(g, r["answer"]) for g, r in zip(s["generated"], rows)) / 4
         check(abs(rouge - s["rouge_l"]) < 1e-12, "%s ROUGE-L %.6f recomputed %.6f"
               % (split, s["rouge_l"], rouge))
+        vocab = vocabulary(ENCODER)
+        share = sum(known_share(g, vocab) for g in s["generated"]) / 4
+        check(abs(share - s["vocabulary_share"]) < 1e-12, "%s known-word share %.6f recomputed "
+              "%.6f" % (split, s["vocabulary_share"], share))
         ratios = s["truth_ratios"]
         if split == "forget":
             tr = sum(min(x, 1 / x) for x in ratios) / len(ratios)
@@ -90,7 +116,8 @@ def check_values(result, tofu):
 
 
 def main():
-    tool, model, tofu = sys.argv[1:4]
+    global ENCODER
+    tool, model, tofu, ENCODER = sys.argv[1:5]
     work = tempfile.mkdtemp(prefix="asu-eval-check.")
     first = run_eval(tool, model, tofu, os.path.join(work, "a.json"))
     check_values(first, tofu)

@@ -30,15 +30,28 @@ typedef struct eval_result {
   double probability, rouge_l, truth_ratio;
   double exact_match, extraction; /* memorisation of the answers, teacher-forced */
   double entropy, longest_run; /* fluency of the greedy answers */
+  double vocabulary_share;     /* NaN without a vocabulary */
   double *ratios;              /* R per question */
   char **generated;
   size_t count;
 } eval_result;
 
+/* The reference vocabulary of the fluency measure: sorted, lowercased words. */
+typedef struct eval_vocabulary {
+  char **words;
+  size_t count;
+} eval_vocabulary;
+
+/* Reads the words of a GPT-2 encoder.json: the tokens made of ASCII letters, with or without
+   the leading-space mark U+0120, lowercased. */
+int eval_load_vocabulary(const char *path, eval_vocabulary *v, asu_error *err);
+void eval_vocabulary_free(eval_vocabulary *v);
+
 typedef struct eval_options {
   asu_model *model;
   const asu_lora *adapter;  /* NULL: the base model */
   unsigned max_tokens;      /* greedy answer length */
+  const eval_vocabulary *vocabulary; /* NULL: no vocabulary share */
 } eval_options;
 
 /* Reads path (a *_perturbed.jsonl file), at most limit questions when limit > 0. */

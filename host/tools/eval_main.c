@@ -19,6 +19,7 @@ typedef struct split_spec {
 
 typedef struct cli {
   const char *model, *adapter, *tofu, *forget, *reference, *json, *markdown, *device;
+  const char *vocabulary;
   unsigned max_tokens, limit;
 } cli;
 
@@ -29,6 +30,8 @@ static void usage(FILE *out) {
           "  --forget SPLIT      forget01, forget05 or forget10 (default forget01)\n"
           "  --reference FILE    the JSON output of asu-eval for a retain model: forget quality\n"
           "                      is the KS test of the forget truth ratios against its own\n"
+          "  --vocabulary FILE   a GPT-2 encoder.json: adds the share of generated words found\n"
+          "                      in its vocabulary to the fluency measures\n"
           "  --max-tokens N      greedy answer length for ROUGE-L (default 200; TOFU answers\n"
           "                      average about 95 tokens with the 512-piece vocabulary)\n"
           "  --limit N           first N questions of each split (default: all)\n"
@@ -46,6 +49,7 @@ static int parse_cli(int argc, char **argv, cli *c) {
       {"reference", required_argument, NULL, 'r'}, {"max-tokens", required_argument, NULL, 'n'},
       {"limit", required_argument, NULL, 'l'},     {"json", required_argument, NULL, 'j'},
       {"markdown", required_argument, NULL, 'd'},  {"device", required_argument, NULL, 'v'},
+      {"vocabulary", required_argument, NULL, 'w'},
       {"help", no_argument, NULL, 'h'},            {NULL, 0, NULL, 0}};
   int o;
   while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -61,6 +65,7 @@ static int parse_cli(int argc, char **argv, cli *c) {
     case 'j': c->json = optarg; break;
     case 'd': c->markdown = optarg; break;
     case 'v': c->device = optarg; break;
+    case 'w': c->vocabulary = optarg; break;
     case 'h': usage(stdout); exit(0);
     default: usage(stderr); return 2;
     }
@@ -98,6 +103,8 @@ static cJSON *split_json(const eval_result *r) {
   cJSON_AddNumberToObject(o, "extraction_strength", r->extraction);
   cJSON_AddNumberToObject(o, "token_entropy", r->entropy);
   cJSON_AddNumberToObject(o, "longest_run", r->longest_run);
+  if (!isnan(r->vocabulary_share))
+    cJSON_AddNumberToObject(o, "vocabulary_share", r->vocabulary_share);
   cJSON_AddItemToObject(o, "truth_ratios", cJSON_CreateDoubleArray(r->ratios, (int)r->count));
   cJSON *gen = cJSON_AddArrayToObject(o, "generated");
   for (size_t i = 0; i < r->count; i++) cJSON_AddItemToArray(gen, cJSON_CreateString(r->generated[i]));
@@ -141,12 +148,15 @@ static void write_markdown(const char *path, const split_spec *specs, const eval
     return;
   }
   fprintf(f, "| split | probability | ROUGE-L | truth ratio | exact match | extraction | "
-             "token entropy | longest run |\n");
-  fprintf(f, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
-  for (size_t i = 0; i < n; i++)
-    fprintf(f, "| %s | %.4f | %.4f | %.4f | %.4f | %.4f | %.3f | %.1f |\n", specs[i].name,
+             "token entropy | longest run | known words |\n");
+  fprintf(f, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
+  for (size_t i = 0; i < n; i++) {
+    char known[16] = "-";
+    if (!isnan(r[i].vocabulary_share)) snprintf(known, sizeof known, "%.3f", r[i].vocabulary_share);
+    fprintf(f, "| %s | %.4f | %.4f | %.4f | %.4f | %.4f | %.3f | %.1f | %s |\n", specs[i].name,
             r[i].probability, r[i].rouge_l, r[i].truth_ratio, r[i].exact_match,
-            r[i].extraction, r[i].entropy, r[i].longest_run);
+            r[i].extraction, r[i].entropy, r[i].longest_run, known);
+  }
   fprintf(f, "\nModel utility: %.4f. Forget quality: %s", utility, isnan(quality) ? "-" : "");
   if (!isnan(quality)) fprintf(f, "%.4g", quality);
   fprintf(f, "\n");
@@ -162,8 +172,10 @@ static int run(const cli *c, asu_model *m, const asu_lora *lora, asu_error *err)
                         {"world_facts", "world_facts", false, true}};
   enum { N_SPLITS = 4 };
   eval_result results[N_SPLITS] = {0};
+  eval_vocabulary vocabulary = {0};
   eval_options o = {.model = m, .adapter = lora, .max_tokens = c->max_tokens};
-  int rc = ASU_OK;
+  int rc = c->vocabulary ? eval_load_vocabulary(c->vocabulary, &vocabulary, err) : ASU_OK;
+  if (c->vocabulary) o.vocabulary = &vocabulary;
   for (size_t i = 0; i < N_SPLITS && !rc; i++) {
     char path[4096];
     snprintf(path, sizeof path, "%s/%s_perturbed.jsonl", c->tofu, specs[i].file);
@@ -208,6 +220,7 @@ static int run(const cli *c, asu_model *m, const asu_lora *lora, asu_error *err)
     if (c->markdown) write_markdown(c->markdown, specs, results, N_SPLITS, utility, quality);
   }
   for (size_t i = 0; i < N_SPLITS; i++) eval_result_free(&results[i]);
+  eval_vocabulary_free(&vocabulary);
   return rc;
 }
 

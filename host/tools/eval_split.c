@@ -10,6 +10,10 @@
 #include "asu_metrics.h"
 #include "eval.h"
 
+static int compare_strings(const void *a, const void *b) {
+  return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
 /* ---- Loading ---- */
 
 static char *string_field(const cJSON *o, const char *key) {
@@ -188,6 +192,14 @@ static int greedy_answer(const eval_options *o, const char *question, answer_tex
   return rc;
 }
 
+/* Whether a lowercased word is in the vocabulary; numbers count as known words. */
+static int known_word(const char *word, size_t len, void *user) {
+  const eval_vocabulary *v = user;
+  size_t digits = strspn(word, "0123456789");
+  if (digits == len) return 1;
+  return bsearch(&word, v->words, v->count, sizeof *v->words, compare_strings) != NULL;
+}
+
 /* ---- A split ---- */
 
 int eval_measure(const eval_options *o, const eval_split *s, eval_result *out, asu_error *err) {
@@ -200,7 +212,7 @@ int eval_measure(const eval_options *o, const eval_split *s, eval_result *out, a
   int rc = out->ratios && out->generated ? measure_nll(o, s, &nll, &first, err)
                                          : asu_error_set(err, ASU_ERR_NOMEM, "out of memory");
   if (!rc) rc = measure_memorisation(o, s, out, err);
-  double sum_p = 0, sum_rouge = 0, sum_tr = 0, sum_entropy = 0, sum_run = 0;
+  double sum_p = 0, sum_rouge = 0, sum_tr = 0, sum_entropy = 0, sum_run = 0, sum_vocab = 0;
   for (size_t i = 0; !rc && i < s->count; i++) {
     double p, ratio;
     score_question(s, i, nll + first[i], &p, &ratio);
@@ -213,6 +225,8 @@ int eval_measure(const eval_options *o, const eval_split *s, eval_result *out, a
       sum_rouge += asu_rouge_l_recall(a.text, s->questions[i].answer);
       sum_entropy += asu_token_entropy(a.tokens, a.n_tokens);
       sum_run += (double)asu_longest_run(a.tokens, a.n_tokens);
+      if (o->vocabulary)
+        sum_vocab += asu_vocabulary_share(a.text, known_word, (void *)o->vocabulary);
       out->generated[i] = a.text;
       a.text = NULL;
     }
@@ -225,6 +239,7 @@ int eval_measure(const eval_options *o, const eval_split *s, eval_result *out, a
   out->truth_ratio = sum_tr / n;
   out->entropy = sum_entropy / n;
   out->longest_run = sum_run / n;
+  out->vocabulary_share = o->vocabulary ? sum_vocab / n : NAN;
   free(nll);
   free(first);
   return rc;
