@@ -37,7 +37,7 @@ int asu_oip_resolve(asu_server *s, asu_rpc_call *c, const char *name, const char
     if (v > 1)
       return asu_reject(c, GRPC_STATUS_NOT_FOUND, "model \"%s\" has version 1 only, not %u",
                         name, v);
-    *out = (asu_oip_model){.adapter = "none", .version = 0};
+    *out = (asu_oip_model){.adapter = "none", .version = 0, .current = 1};
     return 1;
   }
   asu_adapter_info info;
@@ -56,6 +56,7 @@ int asu_oip_resolve(asu_server *s, asu_rpc_call *c, const char *name, const char
                       info.version, v);
   snprintf(out->adapter, sizeof out->adapter, "%s", name);
   out->version = v;
+  out->current = info.version;
   return 1;
 }
 
@@ -97,13 +98,9 @@ static int handle_model_ready(asu_server *s, asu_rpc_call *c) {
   if (!req) return 0;
   asu_oip_model m;
   if (asu_oip_resolve(s, c, req->name, req->version, &m)) {
-    asu_adapter_info info;
-    asu_error err;
+    /* Resolving rejects models and versions that are not served, so this one is ready. */
     Inference__ModelReadyResponse r = INFERENCE__MODEL_READY_RESPONSE__INIT;
-    if (!strcmp(m.adapter, "none"))
-      r.ready = true;
-    else if (asu_registry_info(s->reg, m.adapter, &info, &err) == ASU_OK)
-      r.ready = !m.version || m.version == info.version;
+    r.ready = true;
     asu_rpc_finish(c, &r.base, GRPC_STATUS_OK, "");
   }
   FREE_REQ(req);
@@ -115,17 +112,9 @@ static int handle_model_metadata(asu_server *s, asu_rpc_call *c) {
       c, &inference__model_metadata_request__descriptor);
   if (!req) return 0;
   asu_oip_model m;
-  asu_adapter_info info = {0};
-  asu_error err;
-  asu_error_clear(&err);
-  bool base = false;
-  if (!asu_oip_resolve(s, c, req->name, req->version, &m)) {
-  } else if (!(base = !strcmp(m.adapter, "none")) &&
-             asu_registry_info(s->reg, m.adapter, &info, &err) != ASU_OK) {
-    asu_reject_err(c, &err);
-  } else {
+  if (asu_oip_resolve(s, c, req->name, req->version, &m)) {
     char version[16];
-    snprintf(version, sizeof version, "%u", base ? 1u : info.version);
+    snprintf(version, sizeof version, "%u", m.current);
     char *versions[] = {version};
     int64_t shape[] = {-1};
     Inference__ModelMetadataResponse__TensorMetadata in =

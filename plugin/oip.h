@@ -11,6 +11,7 @@
 typedef struct asu_oip_model {
   char adapter[65];
   uint32_t version; /* 0: the current one */
+  uint32_t current; /* the version served when resolved: 1 for the base model */
 } asu_oip_model;
 
 /* Resolves a model name and version string, rejecting the call when they name nothing served.

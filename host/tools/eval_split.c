@@ -88,47 +88,43 @@ void eval_split_free(eval_split *split) {
 
 /* ---- Answer NLLs ---- */
 
-/* The mean answer NLL of every (question, answer) pair the split needs, in one call: per
-   question the answer, the paraphrased answer when there is one, then the perturbed ones. */
+/* The mean answer NLL of every (question, answer) pair the split needs, laid out per question
+   as the answer, the paraphrased answer when there is one, then the perturbed ones. The answers
+   go through asu_answer_measure, which also gives their memorisation, into out; the others
+   through the cheaper asu_answer_nll. */
 static int measure_nll(const eval_options *o, const eval_split *s, double **nll, size_t **first,
-                       asu_error *err) {
-  asu_dataset ds = {0};
+                       eval_result *out, asu_error *err) {
+  asu_dataset answers = {0}, others = {0};
   *first = calloc(s->count + 1, sizeof **first);
   int rc = *first ? ASU_OK : asu_error_set(err, ASU_ERR_NOMEM, "out of memory");
   for (size_t i = 0; !rc && i < s->count; i++) {
     const eval_question *q = &s->questions[i];
-    (*first)[i] = ds.count;
-    rc = asu_dataset_add(&ds, q->question, q->answer, err);
-    if (!rc && q->paraphrased) rc = asu_dataset_add(&ds, q->question, q->paraphrased, err);
+    (*first)[i] = answers.count + others.count;
+    rc = asu_dataset_add(&answers, q->question, q->answer, err);
+    if (!rc && q->paraphrased) rc = asu_dataset_add(&others, q->question, q->paraphrased, err);
     for (size_t k = 0; !rc && k < q->n_perturbed; k++)
-      rc = asu_dataset_add(&ds, q->question, q->perturbed[k], err);
+      rc = asu_dataset_add(&others, q->question, q->perturbed[k], err);
   }
-  if (!rc) {
-    (*first)[s->count] = ds.count;
-    *nll = malloc(ds.count * sizeof **nll);
-    rc = *nll ? asu_answer_nll(o->model, o->adapter, NULL, &ds, *nll, err)
-              : asu_error_set(err, ASU_ERR_NOMEM, "out of memory");
-  }
-  asu_dataset_free(&ds);
-  return rc;
-}
-
-/* Mean exact memorisation and extraction strength of the split's answers. */
-static int measure_memorisation(const eval_options *o, const eval_split *s, eval_result *out,
-                                asu_error *err) {
-  asu_dataset ds = {0};
-  int rc = ASU_OK;
-  for (size_t i = 0; !rc && i < s->count; i++)
-    rc = asu_dataset_add(&ds, s->questions[i].question, s->questions[i].answer, err);
   asu_answer_stats *stats = rc ? NULL : calloc(s->count, sizeof *stats);
-  if (!rc && !stats) rc = asu_error_set(err, ASU_ERR_NOMEM, "out of memory");
-  if (!rc) rc = asu_answer_measure(o->model, o->adapter, NULL, &ds, stats, err);
-  for (size_t i = 0; !rc && i < s->count; i++) {
+  double *other_nll = rc ? NULL : malloc((others.count ? others.count : 1) * sizeof *other_nll);
+  if (!rc) {
+    (*first)[s->count] = answers.count + others.count;
+    *nll = malloc((*first)[s->count] * sizeof **nll);
+    if (!*nll || !stats || !other_nll) rc = asu_error_set(err, ASU_ERR_NOMEM, "out of memory");
+  }
+  if (!rc) rc = asu_answer_measure(o->model, o->adapter, NULL, &answers, stats, err);
+  if (!rc) rc = asu_answer_nll(o->model, o->adapter, NULL, &others, other_nll, err);
+  for (size_t i = 0, k = 0; !rc && i < s->count; i++) {
+    double *row = *nll + (*first)[i];
+    row[0] = stats[i].nll;
+    for (size_t j = 1; j < (*first)[i + 1] - (*first)[i]; j++) row[j] = other_nll[k++];
     out->exact_match += stats[i].exact_match / (double)s->count;
     out->extraction += stats[i].extraction / (double)s->count;
   }
   free(stats);
-  asu_dataset_free(&ds);
+  free(other_nll);
+  asu_dataset_free(&answers);
+  asu_dataset_free(&others);
   return rc;
 }
 
@@ -209,9 +205,8 @@ int eval_measure(const eval_options *o, const eval_split *s, eval_result *out, a
   out->ratios = calloc(s->count, sizeof *out->ratios);
   out->generated = calloc(s->count, sizeof *out->generated);
   out->count = s->count;
-  int rc = out->ratios && out->generated ? measure_nll(o, s, &nll, &first, err)
+  int rc = out->ratios && out->generated ? measure_nll(o, s, &nll, &first, out, err)
                                          : asu_error_set(err, ASU_ERR_NOMEM, "out of memory");
-  if (!rc) rc = measure_memorisation(o, s, out, err);
   double sum_p = 0, sum_rouge = 0, sum_tr = 0, sum_entropy = 0, sum_run = 0, sum_vocab = 0;
   for (size_t i = 0; !rc && i < s->count; i++) {
     double p, ratio;

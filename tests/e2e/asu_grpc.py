@@ -50,6 +50,23 @@ def expect_code(fn, code, what, needle=None):
     check(False, "%s succeeded, wanted %s" % (what, code.name))
 
 
+def clean_up(work):
+    """Removes the work folder when every check passed, else keeps it for its logs."""
+    if FAILS:
+        print("logs kept in", work)
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def summary(name):
+    """Prints the outcome of the checks and returns the exit status."""
+    if FAILS:
+        print("%s: %d failures" % (name, len(FAILS)))
+        return 1
+    print("%s: all checks passed" % name)
+    return 0
+
+
 class Server:
     """asu-server on 127.0.0.1 with a port the system picks; stderr goes to log_path. command
     replaces the whole command line when given (another host of the plugin)."""

@@ -12,7 +12,6 @@ usage: load.py --server BIN --model GGUF --proto DIR
 
 import argparse
 import os
-import shutil
 import sys
 import tempfile
 import threading
@@ -24,7 +23,7 @@ except ImportError:
     print("grpcio is not importable; run with /usr/bin/python3")
     sys.exit(77)
 
-from asu_grpc import FAILS, Client, Server, build_messages, check
+from asu_grpc import Client, Server, build_messages, check, clean_up, summary
 from serving import (TOKEN, Stub, compile_flat, infer_text, repo_load, train_seed_adapter,
                      write_adapter)
 
@@ -168,8 +167,8 @@ def main():
         check(not load.mismatches, "every response has the text of the version it reports: %s"
               % load.mismatches[:3])
         if "ASAN_OPTIONS" in os.environ:
-            # The sanitizer's quarantine keeps freed memory, so the resident size grows; its
-            # leak check at exit (the exit status below) stands in for this one.
+            # The sanitizer's quarantine keeps freed memory, so the resident size grows. Its
+            # leak check at exit (the exit status below) replaces this check.
             print("resident memory not checked under AddressSanitizer")
         else:
             check(end <= middle * 1.25 + 32 * 1024,
@@ -179,15 +178,8 @@ def main():
     finally:
         if server.proc.poll() is None:
             server.stop()
-        if FAILS:
-            print("logs kept in", work)
-        else:
-            shutil.rmtree(work, ignore_errors=True)
-    if FAILS:
-        print("load: %d failures" % len(FAILS))
-        return 1
-    print("load: all checks passed")
-    return 0
+        clean_up(work)
+    return summary("load")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import random
-import shutil
 import signal
 import struct
 import sys
@@ -28,7 +27,7 @@ except ImportError:
     print("grpcio is not importable; run with /usr/bin/python3")
     sys.exit(77)
 
-from asu_grpc import FAILS, Client, Server, build_messages, check, expect_code
+from asu_grpc import Client, Server, build_messages, check, clean_up, expect_code, summary
 from serving import compile_flat
 
 OIP = "/inference.GRPCInferenceService/"
@@ -222,15 +221,8 @@ def main():
         for started in STARTED:
             if started.proc.poll() is None:
                 started.stop()
-        if FAILS:
-            print("logs kept in", work)
-        else:
-            shutil.rmtree(work, ignore_errors=True)
-    if FAILS:
-        print("restart: %d failures" % len(FAILS))
-        return 1
-    print("restart: all checks passed")
-    return 0
+        clean_up(work)
+    return summary("restart")
 
 
 if __name__ == "__main__":
