@@ -82,7 +82,7 @@ enum asu_method {
 
 /* "asu_gd", "asu_kl", "ga", "gd", "npo", "simnpo", "idk_nll", "me_gd". */
 const char *asu_method_name(enum asu_method m);
-/* Parses one of those names; -1 when it is none of them. */
+/* Parses one of those names. Returns 0, or -1 for any other name. */
 int asu_method_parse(const char *name, enum asu_method *out);
 /* The forget set as idk_nll trains on it: each question with one of a fixed list of "I don't
    know" answers, picked by the example's index and seed. out starts empty. */

@@ -130,7 +130,7 @@ int asu_op_adamw(asu_cmd *cmd, const asu_adamw_args *args);
 int asu_op_axpy(asu_cmd *cmd, float alpha, asu_buffer *x, asu_buffer *y, uint32_t n);
 
 /* Fails with ASU_ERR_INVALID, naming the variable, when ASU_GEMM_VARIANT or
-   ASU_ATTENTION_VARIANT holds a value that no kernel knows. */
+   ASU_ATTENTION_VARIANT has a value that no kernel knows. */
 int asu_ops_check_environment(asu_error *err);
 
 #endif

@@ -140,7 +140,7 @@ static double ks_exact(size_t n, size_t m, uint64_t gap) {
   double outside = 0;
   for (size_t i = 0; i <= n; i++) {
     for (size_t j = 0; j <= m; j++) {
-      /* col[j] holds the mass arriving at (i, j) from (i - 1, j); add that from (i, j - 1). */
+      /* col[j] contains the mass arriving at (i, j) from (i - 1, j); add that from (i, j - 1). */
       double arriving = col[j];
       if (j > 0) arriving += col[j - 1] * (double)(m - (j - 1)) / (double)(n - i + m - (j - 1));
       int64_t diff = (int64_t)(i * m) - (int64_t)(j * n);

@@ -230,8 +230,8 @@ static int dispatch_product(asu_cmd *cmd, const asu_gemm_args *checked) {
 
 /* FLOPs of the largest band when a command submits in slices (asu_cmd_set_flush_every). A
    slice ends only between dispatches, so a larger product runs as bands of rows or columns of
-   C, and other work on the queue waits for one band rather than the whole product: about 10 ms
-   at the 50 GFLOP/s that lavapipe reaches on 2 cores. */
+   C. Other work on the queue then waits for one band rather than the whole product, about
+   10 ms at the 50 GFLOP/s that lavapipe reaches on 2 cores. */
 #define SLICE_BAND_FLOPS 5e8
 
 /* Records the product as bands along the longer side of C, each a multiple of 64 rows or

@@ -37,9 +37,9 @@ bool asu_method_per_answer(enum asu_method m);
 /* The sign of the forget rows' loss weights: -1 for gradient ascent (ga, gd), else 1. */
 float asu_method_forget_sign(enum asu_method m);
 
-/* Fills teacher_logp's forget rows with the uniform distribution's log-probabilities (me_gd),
-   or records the frozen model's summed answer NLL per forget example (npo); other methods
-   have nothing to prepare here. Runs once, before the first step. */
+/* Prepares the forget term once, before the first step. For me_gd it fills teacher_logp's
+   forget rows with the uniform distribution's log-probabilities. For npo it records the frozen
+   model's summed answer NLL per forget example. Other methods need nothing here. */
 int asu_unlearn_prepare_method(unlearn_run *r, asu_error *err);
 
 /* For npo and simnpo: records the student's forward pass, measures each forget answer's NLL,

@@ -73,7 +73,7 @@ static void *serve(void *arg) {
       continue;
     }
     host_call *c = ev.tag;
-    if (c != pending) { /* an answer went out */
+    if (c != pending) { /* a rejection was sent */
       answering--;
       call_free(c);
       continue;

@@ -1,4 +1,4 @@
-/* The host side of asu-server: the calls of methods that no plugin registered, each answered
+/* The host side of asu-server: the calls of methods that no plugin registered, each rejected
    with UNIMPLEMENTED, and the server's shutdown. */
 #ifndef ASU_HOST_CALLS_H
 #define ASU_HOST_CALLS_H
@@ -18,7 +18,7 @@ typedef struct asu_host_calls {
 
 /* Registers the host's completion queue; before the server starts. */
 void asu_host_calls_init(asu_host_calls *h, grpc_server *server);
-/* Starts answering calls; after the server starts. Returns 0, or -1 after logging why. */
+/* Starts rejecting those calls; after the server starts. Returns 0, or -1 after logging why. */
 int asu_host_calls_start(asu_host_calls *h);
 /* Starts the server's shutdown and cancels every call in flight. */
 void asu_host_calls_shutdown(asu_host_calls *h);

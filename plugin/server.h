@@ -69,7 +69,7 @@ int asu_reject(asu_rpc_call *c, grpc_status_code code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 int asu_reject_err(asu_rpc_call *c, const asu_error *err);
 
-/* What a generation asks for, from either protocol. */
+/* A generation request, from either protocol. */
 typedef struct asu_generation_request {
   const char *prompt;
   size_t prompt_len;

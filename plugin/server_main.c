@@ -136,7 +136,7 @@ static grpc_server_credentials *server_credentials(const options *o) {
 }
 
 /* Logs the gRPC core's own messages at debug level, one line each: a failed bind, for one,
-   comes as a multi-line report before the server's message, which says what to do. */
+   comes as a multi-line report before the server's own message, which explains the fix. */
 static void log_grpc(gpr_log_func_args *args) {
   char line[1024];
   snprintf(line, sizeof line, "%s", args->message);

@@ -32,7 +32,7 @@ static bool run_ops(grpc_call *call, grpc_completion_queue *cq, grpc_op *ops, si
   return ev.type == GRPC_OP_COMPLETE && ev.success;
 }
 
-/* Answers one Echo call, blocking, on its own pluck queue. */
+/* Serves one Echo call, blocking, on its own pluck queue. */
 static void echo_once(grpc_call *call, grpc_completion_queue *cq) {
   grpc_byte_buffer *msg = NULL;
   int cancelled = 0;

@@ -259,7 +259,8 @@ static void test_evict_restore(asu_model *m) {
   double diff = 0;
   for (uint32_t i = 0; before && after && i < m->cfg.vocab; i++)
     diff = fmax(diff, fabs(before[i] - after[i]));
-  CHECK(before && after, "the forward pass failed");
+  CHECK(before != NULL, "the forward pass before eviction failed");
+  CHECK(after != NULL, "the forward pass after restoring failed");
   CHECK(diff == 0.0, "logits after an evict and restore differ by %g", diff);
   free(before);
   free(after);

@@ -217,7 +217,8 @@ static void check_gradients(golden_run *g, const cJSON *expected, const char *la
 static void check_answer_nll(asu_model *m, const cJSON *golden) {
   const char *text = cJSON_GetObjectItem(golden, "text")->valuestring;
   const char *mark = strstr(text, "\nAnswer: ");
-  CHECK(!strncmp(text, "Question: ", 10) && mark, "unexpected golden text layout");
+  CHECK(!strncmp(text, "Question: ", 10), "the golden text does not start with \"Question: \"");
+  CHECK(mark != NULL, "the golden text has no \"\\nAnswer: \"");
   if (!mark) return;
   char *question = strndup(text + 10, (size_t)(mark - text - 10));
   asu_dataset alone = {0}, batch = {0};
@@ -235,8 +236,9 @@ static void check_answer_nll(asu_model *m, const cJSON *golden) {
   CHECK(fabs(one - want) < 1e-4 * want, "answer nll %.8f, golden %.8f", one, want);
   CHECK(fabs(three[1] - one) < 1e-5 * one, "answer nll in a batch %.8f, alone %.8f", three[1],
         one);
-  CHECK(three[0] > 0 && three[2] > 0 && three[0] != three[2], "other answers' nll %g and %g",
-        three[0], three[2]);
+  CHECK(three[0] > 0, "first answer's nll %g", three[0]);
+  CHECK(three[2] > 0, "third answer's nll %g", three[2]);
+  CHECK(three[0] != three[2], "two different answers have the same nll %g", three[0]);
   asu_dataset_free(&alone);
   asu_dataset_free(&batch);
   free(question);

@@ -138,9 +138,9 @@ int bench_train_examples(const asu_model *m, uint32_t n, uint32_t tokens, asu_to
 int bench_serve_latency(const bench_options *o, asu_model *m, const char *label,
                         bench_results *r, asu_error *err);
 
-/* Prefill, decode, teacher, training step and peak memory rows of one model file, and with
-   serve_rows the generation latency rows; label is what the rows carry as their shape
-   ("stories260K", "llama768-f32"). */
+/* Adds the prefill, decode, teacher, training step and peak memory rows of one model file,
+   and with serve_rows the generation latency rows. label is what the rows carry as their
+   shape ("stories260K", "llama768-f32"). */
 int bench_e2e(const bench_options *o, const char *path, const char *label, bool serve_rows,
               bench_results *r, asu_error *err);
 

@@ -5,7 +5,7 @@
 - asu-server serves the Open Inference Protocol, its model repository over PEFT adapters
   written here from scratch, and gRPC health checking;
 - a bearer token guards the methods that change state, paths stay under the data root, limits
-  answer RESOURCE_EXHAUSTED, and malformed bytes get INVALID_ARGUMENT on every method;
+  return RESOURCE_EXHAUSTED, and malformed bytes get INVALID_ARGUMENT on every method;
 - TLS with a self-signed certificate.
 
 usage: serving.py --server BIN --cli BIN --host BIN --plugin LIB --model GGUF --proto DIR
@@ -27,7 +27,7 @@ except ImportError:
     print("grpcio is not importable; run with /usr/bin/python3")
     sys.exit(77)
 
-from asu_grpc import FAILS, Server, build_messages, check, expect_code
+from asu_grpc import Server, build_messages, check, clean_up, expect_code, summary
 
 TOKEN = "s3cret-token"
 OIP = "/inference.GRPCInferenceService/"
@@ -486,15 +486,8 @@ def main():
     finally:
         if server:
             server.stop()
-        if FAILS:
-            print("logs kept in", work)
-        else:
-            shutil.rmtree(work, ignore_errors=True)
-    if FAILS:
-        print("serving: %d failures" % len(FAILS))
-        return 1
-    print("serving: all checks passed")
-    return 0
+        clean_up(work)
+    return summary("serving")
 
 
 if __name__ == "__main__":
