@@ -48,6 +48,17 @@ int asu_generate(asu_model *m, const asu_lora *adapter, const char *prompt,
                  const asu_sampling *sampling, asu_piece_fn on_piece, void *user,
                  asu_error *err);
 
+/* Called with the index of the prompt for each token of asu_generate_greedy_batch. Returning
+   nonzero ends that prompt's generation, not the others'. */
+typedef int (*asu_batch_piece_fn)(void *user, size_t index, int32_t token, const char *text,
+                                  size_t len);
+
+/* Greedy generation (temperature 0) from each of n prompts, token for token what asu_generate
+   gives for each alone, with one forward pass a step for up to 32 of them at once. */
+int asu_generate_greedy_batch(asu_model *m, const asu_lora *adapter, const char *const *prompts,
+                              size_t n, uint32_t max_tokens, asu_batch_piece_fn on_piece,
+                              void *user, asu_error *err);
+
 /* Projections a LoRA adapter can target, as a bit mask. */
 enum asu_lora_target {
   ASU_LORA_Q = 1 << 0, ASU_LORA_K = 1 << 1, ASU_LORA_V = 1 << 2, ASU_LORA_O = 1 << 3,

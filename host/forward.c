@@ -144,6 +144,21 @@ static const asu_lora_pair *lora_pair(const asu_lora *lora, uint32_t layer, int 
   return p->a ? p : NULL;
 }
 
+/* Copies the new keys and values of layer l into the cache: at kv->used, or row by row at
+   kv_slots, one copy per run of consecutive slots. */
+static void append_to_cache(asu_cmd *cmd, const asu_forward_args *args, uint32_t l,
+                            asu_layer_acts *la, uint32_t kv_dim) {
+  size_t row_bytes = (size_t)kv_dim * sizeof(float);
+  for (uint32_t first = 0, last; first < args->rows; first = last) {
+    uint32_t slot = args->kv_slots ? args->kv_slots[first] : args->kv->used + first;
+    last = args->kv_slots ? first + 1 : args->rows;
+    while (last < args->rows && args->kv_slots[last] == slot + (last - first)) last++;
+    size_t bytes = (last - first) * row_bytes;
+    asu_cmd_copy(cmd, la->k, first * row_bytes, args->kv->k[l], slot * row_bytes, bytes);
+    asu_cmd_copy(cmd, la->v, first * row_bytes, args->kv->v[l], slot * row_bytes, bytes);
+  }
+}
+
 static int record_attention_block(asu_cmd *cmd, asu_model *m, const asu_forward_args *args,
                                   uint32_t l, asu_layer_acts *la) {
   const asu_model_config *c = &m->cfg;
@@ -169,13 +184,10 @@ static int record_attention_block(asu_cmd *cmd, asu_model *m, const asu_forward_
       .n_kv_head = c->n_kv_head, .head_dim = c->head_dim, .scale = args->layer_scale[l],
   };
   if (args->kv) {
-    size_t offset = (size_t)args->kv->used * kv_dim * sizeof(float);
-    size_t bytes = (size_t)rows * kv_dim * sizeof(float);
-    asu_cmd_copy(cmd, la->k, 0, args->kv->k[l], offset, bytes);
-    asu_cmd_copy(cmd, la->v, 0, args->kv->v[l], offset, bytes);
+    append_to_cache(cmd, args, l, la, kv_dim);
     att.k = args->kv->k[l];
     att.v = args->kv->v[l];
-    att.kv_rows = args->kv->used + rows;
+    att.kv_rows = args->kv_slots ? args->kv->capacity : args->kv->used + rows;
   }
   rc = asu_op_attention(cmd, &att);
   if (rc) return rc;
@@ -214,7 +226,13 @@ int asu_forward_record(asu_cmd *cmd, asu_model *m, const asu_forward_args *args,
                  "rows and rank %u", rows, a->rows, a->lora_rank);
     return ASU_ERR_INTERNAL;
   }
-  if (args->kv && args->kv->used + rows > args->kv->capacity) {
+  for (uint32_t i = 0; args->kv && args->kv_slots && i < rows; i++)
+    if (args->kv_slots[i] >= args->kv->capacity) {
+      asu_cmd_fail(cmd, ASU_ERR_INTERNAL, "row %u goes to cache row %u of %u", i,
+                   args->kv_slots[i], args->kv->capacity);
+      return ASU_ERR_INTERNAL;
+    }
+  if (args->kv && !args->kv_slots && args->kv->used + rows > args->kv->capacity) {
     asu_cmd_fail(cmd, ASU_ERR_LIMIT, "%u tokens do not fit the remaining %u of the context",
                  rows, args->kv->capacity - args->kv->used);
     return ASU_ERR_LIMIT;

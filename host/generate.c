@@ -23,7 +23,7 @@ static uint64_t next_random(sampler *s) {
   return z ^ (z >> 31);
 }
 
-static int32_t argmax(const float *x, uint32_t n) {
+int32_t asu_argmax(const float *x, uint32_t n) {
   uint32_t best = 0;
   for (uint32_t i = 1; i < n; i++)
     if (x[i] > x[best]) best = i;
@@ -39,8 +39,8 @@ static int by_probability(const void *a, const void *b) {
    likely tokens whose probability reaches top_p. Temperature 0 is greedy. */
 static int32_t sample(sampler *s, const float *logits, uint32_t vocab, float temperature,
                       float top_p) {
-  if (temperature <= 0.0f) return argmax(logits, vocab);
-  float max = logits[argmax(logits, vocab)];
+  if (temperature <= 0.0f) return asu_argmax(logits, vocab);
+  float max = logits[asu_argmax(logits, vocab)];
   double sum = 0.0;
   for (uint32_t i = 0; i < vocab; i++) {
     s->candidates[i] = (candidate){expf((logits[i] - max) / temperature), (int32_t)i};

@@ -151,20 +151,25 @@ int asu_decoder_init(asu_decoder *d, asu_model *m, uint32_t capacity, uint32_t m
    last row's logits into d->logits and advances the cache. */
 int asu_decoder_step(asu_decoder *d, const asu_lora *lora, const int32_t *ids, uint32_t n,
                      asu_error *err);
+/* The index of the largest of x[0 .. n - 1], the first of equals. */
+int32_t asu_argmax(const float *x, uint32_t n);
 /* Frees what asu_decoder_init made, also after it failed. */
 void asu_decoder_free(asu_decoder *d);
 
 /* Records the forward pass of rows given by ids/positions/q_ranges into a.
    layer_scale[l] is the attention score scale of layer l (1/(sqrt(head_dim) * tau)).
    With kv set, the new keys and values are appended to the cache at kv->used and attention
-   reads the cache (generation); kv->used is not advanced here. logits_rows limits the output
-   projection to the last logits_rows rows (written at the start of a->logits); 0 means all. */
+   reads the cache (generation); kv->used is not advanced here. With kv_slots as well, new row i
+   goes to cache row kv_slots[i] instead (host memory; several sequences share one cache, each
+   in its own rows, and q_ranges keep them apart). logits_rows limits the output projection to
+   the last logits_rows rows (written at the start of a->logits); 0 means all. */
 typedef struct asu_forward_args {
   const asu_lora *lora;
   asu_buffer *ids, *positions, *q_ranges;
   uint32_t rows;
   const float *layer_scale;
   asu_kv_cache *kv;
+  const uint32_t *kv_slots;
   uint32_t logits_rows;
 } asu_forward_args;
 int asu_forward_record(asu_cmd *cmd, asu_model *m, const asu_forward_args *args, asu_acts *a);

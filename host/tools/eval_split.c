@@ -176,15 +176,29 @@ static int collect(void *user, int32_t token, const char *piece, size_t len) {
   return 0;
 }
 
-static int greedy_answer(const eval_options *o, const char *question, answer_text *a,
-                         asu_error *err) {
-  char *prompt = asu_format_prompt(ASU_DEFAULT_TEMPLATE, question, err);
-  if (!prompt) return err->code;
-  asu_sampling sp = {.max_tokens = o->max_tokens, .top_p = 1.0f};
-  a->text = calloc(1, 1);
-  a->cap = 1;
-  int rc = asu_generate(o->model, o->adapter, prompt, &sp, collect, a, err);
-  free(prompt);
+static int collect_indexed(void *user, size_t index, int32_t token, const char *piece,
+                           size_t len) {
+  answer_text *answers = user;
+  return collect(&answers[index], token, piece, len);
+}
+
+/* The greedy answers to every question of s, generated together. */
+static int greedy_answers(const eval_options *o, const eval_split *s, answer_text *answers,
+                          asu_error *err) {
+  char **prompts = calloc(s->count, sizeof *prompts);
+  int rc = prompts ? ASU_OK : asu_error_set(err, ASU_ERR_NOMEM, "out of memory");
+  for (size_t i = 0; !rc && i < s->count; i++) {
+    prompts[i] = asu_format_prompt(ASU_DEFAULT_TEMPLATE, s->questions[i].question, err);
+    answers[i].text = calloc(1, 1);
+    answers[i].cap = 1;
+    if (!prompts[i] || !answers[i].text)
+      rc = prompts[i] ? asu_error_set(err, ASU_ERR_NOMEM, "out of memory") : err->code;
+  }
+  if (!rc)
+    rc = asu_generate_greedy_batch(o->model, o->adapter, (const char *const *)prompts, s->count,
+                                   o->max_tokens, collect_indexed, answers, err);
+  for (size_t i = 0; prompts && i < s->count; i++) free(prompts[i]);
+  free(prompts);
   return rc;
 }
 
@@ -207,6 +221,9 @@ int eval_measure(const eval_options *o, const eval_split *s, eval_result *out, a
   out->count = s->count;
   int rc = out->ratios && out->generated ? measure_nll(o, s, &nll, &first, out, err)
                                          : asu_error_set(err, ASU_ERR_NOMEM, "out of memory");
+  answer_text *answers = rc ? NULL : calloc(s->count, sizeof *answers);
+  if (!rc && !answers) rc = asu_error_set(err, ASU_ERR_NOMEM, "out of memory");
+  if (!rc) rc = greedy_answers(o, s, answers, err);
   double sum_p = 0, sum_rouge = 0, sum_tr = 0, sum_entropy = 0, sum_run = 0, sum_vocab = 0;
   for (size_t i = 0; !rc && i < s->count; i++) {
     double p, ratio;
@@ -214,20 +231,20 @@ int eval_measure(const eval_options *o, const eval_split *s, eval_result *out, a
     out->ratios[i] = ratio;
     sum_p += p;
     sum_tr += s->forget ? fmin(ratio, 1.0 / ratio) : fmax(0.0, 1.0 - ratio);
-    answer_text a = {0};
-    rc = greedy_answer(o, s->questions[i].question, &a, err);
-    if (!rc) {
-      sum_rouge += asu_rouge_l_recall(a.text, s->questions[i].answer);
-      sum_entropy += asu_token_entropy(a.tokens, a.n_tokens);
-      sum_run += (double)asu_longest_run(a.tokens, a.n_tokens);
-      if (o->vocabulary)
-        sum_vocab += asu_vocabulary_share(a.text, known_word, (void *)o->vocabulary);
-      out->generated[i] = a.text;
-      a.text = NULL;
-    }
-    free(a.text);
-    free(a.tokens);
+    answer_text *a = &answers[i];
+    sum_rouge += asu_rouge_l_recall(a->text, s->questions[i].answer);
+    sum_entropy += asu_token_entropy(a->tokens, a->n_tokens);
+    sum_run += (double)asu_longest_run(a->tokens, a->n_tokens);
+    if (o->vocabulary)
+      sum_vocab += asu_vocabulary_share(a->text, known_word, (void *)o->vocabulary);
+    out->generated[i] = a->text;
+    a->text = NULL;
   }
+  for (size_t i = 0; answers && i < s->count; i++) {
+    free(answers[i].text);
+    free(answers[i].tokens);
+  }
+  free(answers);
   double n = (double)s->count;
   out->probability = sum_p / n;
   out->rouge_l = sum_rouge / n;
