@@ -125,6 +125,15 @@ typedef struct asu_unlearn_config {
      that generates while it trains sets it, so that a generated token waits for one slice of
      a step at most (asu_cmd_set_flush_every). */
   uint32_t dispatches_per_submit;
+  /* With snapshot_dir set, the adapter is saved in the PEFT layout to
+     snapshot_dir/step-NNNNN at step 0, every snapshot_every steps and at the last step, as it
+     is when that step's losses are measured: a record of the run to evaluate step by step. */
+  const char *snapshot_dir;
+  uint32_t snapshot_every;
+  /* Continual unlearning: with start set, the run builds on that adapter. The frozen model that
+     the teacher and the reference terms see is m with start, and the trained adapter begins as
+     a copy of it, with its rank, alpha and targets (lora_* are then ignored). */
+  const asu_lora *start;
 } asu_unlearn_config;
 
 void asu_unlearn_defaults(asu_unlearn_config *cfg);

@@ -92,6 +92,43 @@ int asu_lora_create(asu_model *m, uint32_t rank, float alpha, uint32_t targets, 
   return ASU_OK;
 }
 
+/* One buffer of n floats copied through host memory. */
+static int copy_floats(asu_device *dev, asu_buffer *src, size_t n, asu_buffer **dst,
+                       asu_error *err) {
+  float *x = malloc(n * sizeof *x);
+  int rc = x ? asu_buffer_download(src, 0, x, n * sizeof *x, err)
+             : asu_error_set(err, ASU_ERR_NOMEM, "out of memory");
+  if (!rc) rc = asu_buffer_create(dev, n * sizeof *x, dst, err);
+  if (!rc) rc = asu_buffer_upload(*dst, 0, x, n * sizeof *x, err);
+  free(x);
+  return rc;
+}
+
+int asu_lora_copy(asu_model *m, const asu_lora *src, asu_lora **out, asu_error *err) {
+  *out = NULL;
+  if (src->host)
+    return asu_error_set(err, ASU_ERR_INVALID, "the adapter to copy is evicted to host memory; "
+                         "restore it first");
+  asu_lora *l = NULL;
+  int rc = asu_lora_alloc(m, src->rank, src->alpha, src->targets, &l, err);
+  for (uint32_t layer = 0; !rc && layer < l->n_layers; layer++)
+    for (int p = 0; p < ASU_LORA_PROJECTIONS && !rc; p++) {
+      const asu_lora_pair *from = &src->pairs[layer][p];
+      asu_lora_pair *to = &l->pairs[layer][p];
+      if (!from->a) continue;
+      to->in = from->in;
+      to->out = from->out;
+      rc = copy_floats(m->dev, from->a, (size_t)src->rank * from->in, &to->a, err);
+      if (!rc) rc = copy_floats(m->dev, from->b, (size_t)from->out * src->rank, &to->b, err);
+    }
+  if (rc) {
+    asu_lora_destroy(l);
+    return rc;
+  }
+  *out = l;
+  return ASU_OK;
+}
+
 void asu_lora_destroy(asu_lora *l) {
   if (!l) return;
   for (uint32_t i = 0; l->pairs && i < l->n_layers; i++)

@@ -80,6 +80,9 @@ int asu_lora_alloc(asu_model *m, uint32_t rank, float alpha, uint32_t targets, a
 int asu_lora_create(asu_model *m, uint32_t rank, float alpha, uint32_t targets, uint64_t seed,
                     asu_lora **out, asu_error *err);
 
+/* A new adapter for m with the weights, rank, alpha and targets of src (on the device). */
+int asu_lora_copy(asu_model *m, const asu_lora *src, asu_lora **out, asu_error *err);
+
 /* Examples packed into one batch of rows: each example is a contiguous run of rows that attends
    only within itself, with positions restarting at 0. */
 typedef struct asu_batch {

@@ -102,10 +102,12 @@ static int prepare_buffers(unlearn_run *r, asu_error *err) {
   if (!rc) rc = asu_buffer_create(m->dev, logits_bytes, &r->teacher_logp, err);
   if (!rc) rc = asu_buffer_create(m->dev, logits_bytes, &r->dlogits, err);
   if (!rc) rc = asu_buffer_create(m->dev, (size_t)rows * sizeof(float), &r->loss, err);
-  if (!rc) rc = asu_acts_create(m, rows, c->lora_rank, &r->acts, err);
-  if (!rc) rc = asu_backward_scratch_create(m, rows, c->lora_rank, &r->scratch, err);
-  if (!rc) rc = asu_lora_create(m, c->lora_rank, c->lora_alpha, c->lora_targets, c->seed,
-                                &r->lora, err);
+  uint32_t rank = c->start ? c->start->rank : c->lora_rank;
+  if (!rc) rc = asu_acts_create(m, rows, rank, &r->acts, err);
+  if (!rc) rc = asu_backward_scratch_create(m, rows, rank, &r->scratch, err);
+  if (!rc) rc = c->start ? asu_lora_copy(m, c->start, &r->lora, err)
+                         : asu_lora_create(m, rank, c->lora_alpha, c->lora_targets, c->seed,
+                                           &r->lora, err);
   if (!rc) rc = asu_grads_create_lora(r->lora, &r->grads, err);
   r->adam = (asu_adam){.lr = c->learning_rate, .beta1 = c->beta1, .beta2 = c->beta2,
                        .eps = c->adam_eps, .weight_decay = c->weight_decay};
@@ -113,8 +115,8 @@ static int prepare_buffers(unlearn_run *r, asu_error *err) {
     for (int p = 0; p < ASU_LORA_PROJECTIONS && !rc; p++) {
       asu_lora_pair *pair = &r->lora->pairs[l][p], *grad = &r->grads->lora[l][p];
       if (!pair->a) continue;
-      rc = asu_adam_add(m->dev, &r->adam, pair->a, grad->a, c->lora_rank * pair->in, err);
-      if (!rc) rc = asu_adam_add(m->dev, &r->adam, pair->b, grad->b, pair->out * c->lora_rank, err);
+      rc = asu_adam_add(m->dev, &r->adam, pair->a, grad->a, rank * pair->in, err);
+      if (!rc) rc = asu_adam_add(m->dev, &r->adam, pair->b, grad->b, pair->out * rank, err);
     }
   if (!rc) rc = asu_cmd_begin(m->dev, &r->cmd, err);
   if (!rc) asu_cmd_set_flush_every(r->cmd, c->dispatches_per_submit);
@@ -129,8 +131,8 @@ static int compute_teacher(unlearn_run *r, asu_error *err) {
   asu_batch *b = r->batch;
   uint32_t vocab = r->m->cfg.vocab;
   asu_forward_args fwd = {
-      .ids = b->ids_buf, .positions = b->positions_buf, .q_ranges = b->q_ranges_buf,
-      .rows = b->rows, .layer_scale = r->teacher_scales,
+      .lora = r->cfg->start, .ids = b->ids_buf, .positions = b->positions_buf,
+      .q_ranges = b->q_ranges_buf, .rows = b->rows, .layer_scale = r->teacher_scales,
   };
   asu_forward_record(r->cmd, r->m, &fwd, r->acts);
   asu_op_log_softmax(r->cmd, r->acts->logits, r->teacher_logp, 0, r->forget_rows, vocab);
@@ -191,11 +193,11 @@ static void fingerprint(const unlearn_run *r, char *out, size_t size) {
   const asu_unlearn_config *c = r->cfg;
   snprintf(out, size, "asu-unlearn method %d tau %a layers %llx rank %u alpha %a targets %x "
            "lr %a wd %a betas %a %a eps %a steps %u weights %a %a seed %llu examples %u+%u "
-           "rows %u beta %a gamma %a", (int)c->method, c->tau, (unsigned long long)c->tau_layers,
+           "rows %u beta %a gamma %a start %d", (int)c->method, c->tau, (unsigned long long)c->tau_layers,
            c->lora_rank, c->lora_alpha, c->lora_targets, c->learning_rate, c->weight_decay,
            c->beta1, c->beta2, c->adam_eps, c->steps, c->forget_weight, c->retain_weight,
            (unsigned long long)c->seed, r->n_forget, r->n_retain, r->batch->rows, c->beta,
-           c->gamma);
+           c->gamma, c->start != NULL);
 }
 
 /* Restores a checkpoint when the run has a checkpoint directory holding one; *first is the
@@ -233,6 +235,17 @@ static bool checkpoint_due(const asu_unlearn_config *c, uint32_t next_step) {
          next_step < c->steps;
 }
 
+static bool snapshot_due(const asu_unlearn_config *c, uint32_t step) {
+  return c->snapshot_dir &&
+         (step == c->steps || (c->snapshot_every ? step % c->snapshot_every == 0 : step == 0));
+}
+
+static int save_snapshot(unlearn_run *r, uint32_t step, asu_error *err) {
+  char dir[4096];
+  snprintf(dir, sizeof dir, "%s/step-%05u", r->cfg->snapshot_dir, step);
+  return asu_lora_save(r->lora, dir, err);
+}
+
 static int train(unlearn_run *r, asu_progress_fn on_progress, void *user, asu_error *err) {
   uint32_t steps = r->cfg->steps, first;
   asu_progress p = {.total_steps = steps, .heldout_nll = NAN};
@@ -241,8 +254,8 @@ static int train(unlearn_run *r, asu_progress_fn on_progress, void *user, asu_er
   for (uint32_t step = first; step <= steps; step++) {
     bool last = step == steps;
     /* Held-out NLL of the adapter as it is before this step's update, every 25 steps. */
-    int rc = ASU_OK;
-    if (r->heldout && (step % 25 == 0 || last))
+    int rc = snapshot_due(r->cfg, step) ? save_snapshot(r, step, err) : ASU_OK;
+    if (!rc && r->heldout && (step % 25 == 0 || last))
       rc = asu_evaluator_nll(r->heldout, r->lora, &p.heldout_nll, err);
     if (rc) return rc;
     double answer_term = NAN;
@@ -293,7 +306,7 @@ int asu_unlearn_tokens(asu_model *m, const asu_unlearn_config *cfg, const asu_to
   rc = asu_batch_create(m, examples->items, examples->count, &r.batch, err);
   if (!rc) rc = prepare_buffers(&r, err);
   if (!rc && heldout &&
-      (rc = asu_evaluator_create(m, heldout, cfg->lora_rank, &r.heldout, err)))
+      (rc = asu_evaluator_create(m, heldout, r.lora->rank, &r.heldout, err)))
     asu_error_wrap(err, "held-out text: ");
   double teacher_start = asu_monotonic_seconds();
   if (!rc) rc = compute_teacher(&r, err);

@@ -81,7 +81,7 @@ int asu_unlearn_prepare_method(unlearn_run *r, asu_error *err) {
   if (r->cfg->method != ASU_METHOD_NPO) return ASU_OK;
   float *unit = malloc(r->batch->rows * sizeof *unit);
   r->reference_nll = malloc(r->n_forget * sizeof *r->reference_nll);
-  int rc = unit && r->reference_nll ? forget_answer_nll(r, NULL, unit, r->reference_nll, err)
+  int rc = unit && r->reference_nll ? forget_answer_nll(r, r->cfg->start, unit, r->reference_nll, err)
                                     : asu_error_set(err, ASU_ERR_NOMEM, "out of memory");
   free(unit);
   return rc;

@@ -20,6 +20,7 @@ typedef struct eval_split {
   const char *name;       /* "forget", "retain", "real_authors", "world_facts" */
   bool forget;            /* truth ratio reported as min(R, 1/R) instead of max(0, 1 - R) */
   bool options;           /* probability normalised over the answer and the perturbed ones */
+  bool plain;             /* questions and answers alone: no truth ratio (NaN) */
   eval_question *questions;
   size_t count;
 } eval_split;
@@ -32,6 +33,7 @@ typedef struct eval_result {
   double entropy, longest_run; /* fluency of the greedy answers */
   double vocabulary_share;     /* NaN without a vocabulary */
   double *ratios;              /* R per question */
+  double *rouge;               /* ROUGE-L recall per question */
   char **generated;
   size_t count;
 } eval_result;
@@ -54,7 +56,8 @@ typedef struct eval_options {
   const eval_vocabulary *vocabulary; /* NULL: no vocabulary share */
 } eval_options;
 
-/* Reads path (a *_perturbed.jsonl file), at most limit questions when limit > 0. */
+/* Reads path (a *_perturbed.jsonl file, or question/answer lines for a plain split), at most
+   limit questions when limit > 0. */
 int eval_load_split(const char *path, size_t limit, eval_split *split, asu_error *err);
 void eval_split_free(eval_split *split);
 

@@ -14,12 +14,12 @@
 
 typedef struct split_spec {
   const char *name, *file;
-  bool forget, options;
+  bool forget, options, plain;
 } split_spec;
 
 typedef struct cli {
   const char *model, *adapter, *tofu, *forget, *reference, *json, *markdown, *device;
-  const char *vocabulary;
+  const char *vocabulary, *unprotected;
   unsigned max_tokens, limit;
 } cli;
 
@@ -32,6 +32,9 @@ static void usage(FILE *out) {
           "                      is the KS test of the forget truth ratios against its own\n"
           "  --vocabulary FILE   a GPT-2 encoder.json: adds the share of generated words found\n"
           "                      in its vocabulary to the fluency measures\n"
+          "  --unprotected FILE  question/answer JSONL of taught knowledge that is neither\n"
+          "                      forgotten nor retained: adds the split \"unprotected\", and\n"
+          "                      selectivity, its ROUGE-L\n"
           "  --max-tokens N      greedy answer length for ROUGE-L (default 200; TOFU answers\n"
           "                      average about 95 tokens with the 512-piece vocabulary)\n"
           "  --limit N           first N questions of each split (default: all)\n"
@@ -49,7 +52,7 @@ static int parse_cli(int argc, char **argv, cli *c) {
       {"reference", required_argument, NULL, 'r'}, {"max-tokens", required_argument, NULL, 'n'},
       {"limit", required_argument, NULL, 'l'},     {"json", required_argument, NULL, 'j'},
       {"markdown", required_argument, NULL, 'd'},  {"device", required_argument, NULL, 'v'},
-      {"vocabulary", required_argument, NULL, 'w'},
+      {"vocabulary", required_argument, NULL, 'w'}, {"unprotected", required_argument, NULL, 'u'},
       {"help", no_argument, NULL, 'h'},            {NULL, 0, NULL, 0}};
   int o;
   while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -66,6 +69,7 @@ static int parse_cli(int argc, char **argv, cli *c) {
     case 'd': c->markdown = optarg; break;
     case 'v': c->device = optarg; break;
     case 'w': c->vocabulary = optarg; break;
+    case 'u': c->unprotected = optarg; break;
     case 'h': usage(stdout); exit(0);
     default: usage(stderr); return 2;
     }
@@ -98,14 +102,18 @@ static cJSON *split_json(const eval_result *r) {
   cJSON *o = cJSON_CreateObject();
   cJSON_AddNumberToObject(o, "probability", r->probability);
   cJSON_AddNumberToObject(o, "rouge_l", r->rouge_l);
-  cJSON_AddNumberToObject(o, "truth_ratio", r->truth_ratio);
+  if (isnan(r->truth_ratio)) cJSON_AddNullToObject(o, "truth_ratio");
+  else cJSON_AddNumberToObject(o, "truth_ratio", r->truth_ratio);
   cJSON_AddNumberToObject(o, "exact_match", r->exact_match);
   cJSON_AddNumberToObject(o, "extraction_strength", r->extraction);
   cJSON_AddNumberToObject(o, "token_entropy", r->entropy);
   cJSON_AddNumberToObject(o, "longest_run", r->longest_run);
   if (!isnan(r->vocabulary_share))
     cJSON_AddNumberToObject(o, "vocabulary_share", r->vocabulary_share);
-  cJSON_AddItemToObject(o, "truth_ratios", cJSON_CreateDoubleArray(r->ratios, (int)r->count));
+  if (!isnan(r->truth_ratio))
+    cJSON_AddItemToObject(o, "truth_ratios", cJSON_CreateDoubleArray(r->ratios, (int)r->count));
+  cJSON_AddItemToObject(o, "rouge_l_per_question",
+                        cJSON_CreateDoubleArray(r->rouge, (int)r->count));
   cJSON *gen = cJSON_AddArrayToObject(o, "generated");
   for (size_t i = 0; i < r->count; i++) cJSON_AddItemToArray(gen, cJSON_CreateString(r->generated[i]));
   return o;
@@ -151,11 +159,12 @@ static void write_markdown(const char *path, const split_spec *specs, const eval
              "token entropy | longest run | known words |\n");
   fprintf(f, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
   for (size_t i = 0; i < n; i++) {
-    char known[16] = "-";
+    char known[16] = "-", truth[16] = "-";
     if (!isnan(r[i].vocabulary_share)) snprintf(known, sizeof known, "%.3f", r[i].vocabulary_share);
-    fprintf(f, "| %s | %.4f | %.4f | %.4f | %.4f | %.4f | %.3f | %.1f | %s |\n", specs[i].name,
-            r[i].probability, r[i].rouge_l, r[i].truth_ratio, r[i].exact_match,
-            r[i].extraction, r[i].entropy, r[i].longest_run, known);
+    if (!isnan(r[i].truth_ratio)) snprintf(truth, sizeof truth, "%.4f", r[i].truth_ratio);
+    fprintf(f, "| %s | %.4f | %.4f | %s | %.4f | %.4f | %.3f | %.1f | %s |\n", specs[i].name,
+            r[i].probability, r[i].rouge_l, truth, r[i].exact_match, r[i].extraction,
+            r[i].entropy, r[i].longest_run, known);
   }
   fprintf(f, "\nModel utility: %.4f. Forget quality: %s", utility, isnan(quality) ? "-" : "");
   if (!isnan(quality)) fprintf(f, "%.4g", quality);
@@ -166,21 +175,24 @@ static void write_markdown(const char *path, const split_spec *specs, const eval
 /* ---- Main ---- */
 
 static int run(const cli *c, asu_model *m, const asu_lora *lora, asu_error *err) {
-  split_spec specs[] = {{"forget", c->forget, true, false},
-                        {"retain", "retain", false, false},
-                        {"real_authors", "real_authors", false, true},
-                        {"world_facts", "world_facts", false, true}};
-  enum { N_SPLITS = 4 };
-  eval_result results[N_SPLITS] = {0};
+  split_spec specs[] = {{"forget", c->forget, true, false, false},
+                        {"retain", "retain", false, false, false},
+                        {"real_authors", "real_authors", false, true, false},
+                        {"world_facts", "world_facts", false, true, false},
+                        {"unprotected", c->unprotected, false, false, true}};
+  enum { MAX_SPLITS = 5 };
+  const size_t N_SPLITS = c->unprotected ? 5 : 4;
+  eval_result results[MAX_SPLITS] = {0};
   eval_vocabulary vocabulary = {0};
   eval_options o = {.model = m, .adapter = lora, .max_tokens = c->max_tokens};
   int rc = c->vocabulary ? eval_load_vocabulary(c->vocabulary, &vocabulary, err) : ASU_OK;
   if (c->vocabulary) o.vocabulary = &vocabulary;
   for (size_t i = 0; i < N_SPLITS && !rc; i++) {
     char path[4096];
-    snprintf(path, sizeof path, "%s/%s_perturbed.jsonl", c->tofu, specs[i].file);
+    if (specs[i].plain) snprintf(path, sizeof path, "%s", specs[i].file);
+    else snprintf(path, sizeof path, "%s/%s_perturbed.jsonl", c->tofu, specs[i].file);
     eval_split split = {.name = specs[i].name, .forget = specs[i].forget,
-                        .options = specs[i].options};
+                        .options = specs[i].options, .plain = specs[i].plain};
     rc = eval_load_split(path, c->limit, &split, err);
     if (!rc) rc = eval_measure(&o, &split, &results[i], err);
     if (!rc)
@@ -191,7 +203,7 @@ static int run(const cli *c, asu_model *m, const asu_lora *lora, asu_error *err)
   }
   /* Model utility: harmonic mean of the three measures on the three retain-like splits. */
   double parts[9];
-  for (size_t i = 1; i < N_SPLITS; i++) {
+  for (size_t i = 1; i < 4; i++) {
     parts[3 * (i - 1)] = results[i].probability;
     parts[3 * (i - 1) + 1] = results[i].rouge_l;
     parts[3 * (i - 1) + 2] = results[i].truth_ratio;
@@ -210,6 +222,7 @@ static int run(const cli *c, asu_model *m, const asu_lora *lora, asu_error *err)
       cJSON_AddItemToObject(splits, specs[i].name, split_json(&results[i]));
     cJSON_AddNumberToObject(j, "model_utility", utility);
     if (!isnan(quality)) cJSON_AddNumberToObject(j, "forget_quality", quality);
+    if (c->unprotected) cJSON_AddNumberToObject(j, "selectivity", results[4].rouge_l);
     char *text = cJSON_Print(j);
     FILE *f = c->json ? fopen(c->json, "w") : stdout;
     if (f && text) fprintf(f, "%s\n", text);

@@ -21,8 +21,8 @@ static char *string_field(const cJSON *o, const char *key) {
   return cJSON_IsString(v) ? strdup(v->valuestring) : NULL;
 }
 
-static int parse_question(const cJSON *o, eval_question *q, const char *path, size_t line,
-                          asu_error *err) {
+static int parse_question(const cJSON *o, bool plain, eval_question *q, const char *path,
+                          size_t line, asu_error *err) {
   q->question = string_field(o, "question");
   q->answer = string_field(o, "answer");
   q->paraphrased = string_field(o, "paraphrased_answer");
@@ -33,7 +33,10 @@ static int parse_question(const cJSON *o, eval_question *q, const char *path, si
     const cJSON *item = cJSON_GetArrayItem(list, (int)i);
     if (cJSON_IsString(item)) q->perturbed[q->n_perturbed++] = strdup(item->valuestring);
   }
-  if (!q->question || !q->answer || q->n_perturbed == 0)
+  if (plain && (!q->question || !q->answer))
+    return asu_error_set(err, ASU_ERR_FORMAT, "%s line %zu: needs \"question\" and \"answer\" "
+                         "strings", path, line);
+  if (!plain && (!q->question || !q->answer || q->n_perturbed == 0))
     return asu_error_set(err, ASU_ERR_FORMAT, "%s line %zu: needs \"question\", \"answer\" and "
                          "a non-empty list \"perturbed_answer\" of strings", path, line);
   return ASU_OK;
@@ -61,7 +64,7 @@ int eval_load_split(const char *path, size_t limit, eval_split *split, asu_error
     if (!rc) {
       eval_question *q = &split->questions[split->count++];
       memset(q, 0, sizeof *q);
-      rc = parse_question(o, q, path, line_no, err);
+      rc = parse_question(o, split->plain, q, path, line_no, err);
     }
     cJSON_Delete(o);
   }
@@ -141,7 +144,8 @@ static void score_question(const eval_split *s, size_t i, const double *nll, dou
   } else {
     *probability = answer_p;
   }
-  *ratio = asu_truth_ratio(q->paraphrased ? nll[1] : nll[0], perturbed, q->n_perturbed);
+  *ratio = s->plain ? NAN
+                    : asu_truth_ratio(q->paraphrased ? nll[1] : nll[0], perturbed, q->n_perturbed);
 }
 
 /* ---- Greedy answers ---- */
@@ -217,9 +221,10 @@ int eval_measure(const eval_options *o, const eval_split *s, eval_result *out, a
   double *nll = NULL;
   size_t *first = NULL;
   out->ratios = calloc(s->count, sizeof *out->ratios);
+  out->rouge = calloc(s->count, sizeof *out->rouge);
   out->generated = calloc(s->count, sizeof *out->generated);
   out->count = s->count;
-  int rc = out->ratios && out->generated ? measure_nll(o, s, &nll, &first, out, err)
+  int rc = out->ratios && out->rouge && out->generated ? measure_nll(o, s, &nll, &first, out, err)
                                          : asu_error_set(err, ASU_ERR_NOMEM, "out of memory");
   answer_text *answers = rc ? NULL : calloc(s->count, sizeof *answers);
   if (!rc && !answers) rc = asu_error_set(err, ASU_ERR_NOMEM, "out of memory");
@@ -232,7 +237,8 @@ int eval_measure(const eval_options *o, const eval_split *s, eval_result *out, a
     sum_p += p;
     sum_tr += s->forget ? fmin(ratio, 1.0 / ratio) : fmax(0.0, 1.0 - ratio);
     answer_text *a = &answers[i];
-    sum_rouge += asu_rouge_l_recall(a->text, s->questions[i].answer);
+    out->rouge[i] = asu_rouge_l_recall(a->text, s->questions[i].answer);
+    sum_rouge += out->rouge[i];
     sum_entropy += asu_token_entropy(a->tokens, a->n_tokens);
     sum_run += (double)asu_longest_run(a->tokens, a->n_tokens);
     if (o->vocabulary)
@@ -248,7 +254,7 @@ int eval_measure(const eval_options *o, const eval_split *s, eval_result *out, a
   double n = (double)s->count;
   out->probability = sum_p / n;
   out->rouge_l = sum_rouge / n;
-  out->truth_ratio = sum_tr / n;
+  out->truth_ratio = s->plain ? NAN : sum_tr / n;
   out->entropy = sum_entropy / n;
   out->longest_run = sum_run / n;
   out->vocabulary_share = o->vocabulary ? sum_vocab / n : NAN;
@@ -261,5 +267,6 @@ void eval_result_free(eval_result *r) {
   for (size_t i = 0; r->generated && i < r->count; i++) free(r->generated[i]);
   free(r->generated);
   free(r->ratios);
+  free(r->rouge);
   memset(r, 0, sizeof *r);
 }

@@ -11,6 +11,7 @@
 #include "asu_dataset.h"
 #include "asu_engine.h"
 #include "asu_log.h"
+#include "tool_args.h"
 
 static void usage(FILE *out) {
   fprintf(out,
@@ -38,18 +39,6 @@ static int report(void *user, const asu_progress *p) {
   if (p->step % 10 == 0 || p->step == p->total_steps)
     asu_log_info("step %u/%u: answer NLL %.4f (%.1f s)", p->step, p->total_steps, p->loss,
                  now_seconds() - s->start);
-  return 0;
-}
-
-static int parse_number(const char *flag, const char *text, double min, double max, double *out) {
-  char *end = NULL;
-  double v = strtod(text, &end);
-  if (!text[0] || *end || !(v >= min && v <= max)) {
-    fprintf(stderr, "asu-finetune: %s must be a number in [%g, %g], got '%s'\n", flag, min, max,
-            text);
-    return -1;
-  }
-  *out = v;
   return 0;
 }
 
@@ -89,10 +78,10 @@ int main(int argc, char **argv) {
     else if (!strcmp(arg, "--out")) out_path = value;
     else if (!strcmp(arg, "--device")) device = value;
     else if (!strcmp(arg, "--steps")) {
-      if (parse_number(arg, value, 1, 1000000, &number)) return 2;
+      if (tool_number("asu-finetune", arg, value, 1, 1000000, &number)) return 2;
       cfg.steps = (uint32_t)number;
     } else if (!strcmp(arg, "--lr")) {
-      if (parse_number(arg, value, 1e-12, 10, &number)) return 2;
+      if (tool_number("asu-finetune", arg, value, 1e-12, 10, &number)) return 2;
       cfg.learning_rate = (float)number;
     } else {
       fprintf(stderr, "asu-finetune: unknown option '%s'\n", arg);
