@@ -25,7 +25,7 @@ static const char *usage_text =
     "  unlearn --name NAME --forget FILE --retain FILE [--heldout FILE]\n"
     "          [--method asu_gd|asu_kl|ga|gd|npo|simnpo|idk_nll|me_gd]\n"
     "          [--temperature-attn TAU] [--steps N] [--lr X]\n"
-    "          [--rank R] [--activate] [--wait]\n"
+    "          [--rank R] [--continual] [--activate] [--wait]\n"
     "  watch JOB | job JOB | cancel JOB | resume JOB | jobs\n"
     "  adapters | activate NAME | deactivate\n"
     "The default server is 127.0.0.1:50051. --tls-ca FILE connects with TLS, trusting the PEM\n"
@@ -151,6 +151,8 @@ static void print_job(FILE *f, const Asu__V1__Job *j) {
   fprintf(f, "loss: %.6f\nforget_loss: %.6f\nretain_loss: %.6f\nheldout_nll: %.6f\n", j->loss,
           j->forget_loss, j->retain_loss, j->heldout_nll);
   if (j->adapter_version) fprintf(f, "adapter_version: %u\n", j->adapter_version);
+  if (j->start_adapter[0])
+    fprintf(f, "builds_on: %s version %u\n", j->start_adapter, j->start_version);
   if (j->error[0]) fprintf(f, "error: %s\n", j->error);
 }
 
@@ -278,6 +280,7 @@ static int cmd_unlearn(asu_client *c, int argc, char **argv) {
                                        {"lr", required_argument, NULL, 'l'},
                                        {"rank", required_argument, NULL, 'R'},
                                        {"activate", no_argument, NULL, 'a'},
+                                       {"continual", no_argument, NULL, 'c'},
                                        {"wait", no_argument, NULL, 'w'},
                                        {NULL, 0, NULL, 0}};
   int o;
@@ -303,6 +306,7 @@ static int cmd_unlearn(asu_client *c, int argc, char **argv) {
         return usage_error("invalid --rank value: %s (expected an integer in 1..256)", optarg);
       break;
     case 'a': req.activate_on_success = 1; break;
+    case 'c': req.continual = 1; break;
     case 'w': wait = true; break;
     default: return usage_error("%s", "invalid unlearn option");
     }

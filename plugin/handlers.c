@@ -131,6 +131,8 @@ static void job_to_proto(const asu_job_snapshot *j, Asu__V1__Job *p) {
   p->started_unix = j->started_unix;
   p->finished_unix = j->finished_unix;
   p->method = (char *)j->method;
+  p->start_adapter = (char *)j->start_adapter;
+  p->start_version = j->start_version;
 }
 
 /* Copies inline examples into ds; field names the list in messages. Returns 1 when valid,
@@ -175,6 +177,27 @@ static int lora_target_bit(const char *name) {
   for (size_t i = 0; i < sizeof t / sizeof t[0]; i++)
     if (!strcmp(name, t[i].name)) return t[i].bit;
   return 0;
+}
+
+/* The active adapter and its version, which a continual job builds on. Returns 1, or 0 after
+   rejecting the call when no adapter is active. */
+static int continual_start(asu_server *s, asu_rpc_call *c, asu_job_spec *spec) {
+  const asu_lora *lora = NULL;
+  asu_adapter_ref *ref = NULL;
+  asu_adapter_info info;
+  asu_error err;
+  asu_error_clear(&err);
+  if (asu_registry_pin(s->reg, "", &lora, &ref, &info, &err) != ASU_OK)
+    return asu_reject_err(c, &err);
+  if (!ref) {
+    return asu_reject(c, GRPC_STATUS_FAILED_PRECONDITION, "continual builds on the active "
+                      "adapter, and none is active; activate one (ActivateAdapter) or leave "
+                      "continual unset");
+  }
+  snprintf(spec->start_adapter, sizeof spec->start_adapter, "%s", info.name);
+  spec->start_version = info.version;
+  asu_registry_unpin(s->reg, ref);
+  return 1;
 }
 
 /* Fills spec from the request. Returns 1 when valid, 0 after rejecting the call. */
@@ -273,6 +296,7 @@ static int build_spec(asu_server *s, asu_rpc_call *c, const Asu__V1__StartUnlear
     spec->prompt_template = strdup(r->prompt_template);
   }
   spec->activate = r->activate_on_success;
+  if (r->continual && !continual_start(s, c, spec)) return 0;
 
   if (!take_examples(c, "forget", r->forget, r->n_forget, &spec->forget)) return 0;
   if (!take_examples(c, "retain", r->retain, r->n_retain, &spec->retain)) return 0;

@@ -107,6 +107,8 @@ static cJSON *settings_json(const asu_job_spec *spec) {
   cJSON_AddBoolToObject(o, "activate", spec->activate);
   cJSON_AddBoolToObject(o, "has_heldout", spec->has_heldout);
   cJSON_AddBoolToObject(o, "has_template", spec->prompt_template != NULL);
+  cJSON_AddStringToObject(o, "start_adapter", spec->start_adapter);
+  cJSON_AddNumberToObject(o, "start_version", spec->start_version);
   return o;
 }
 
@@ -188,6 +190,8 @@ static void read_settings(const cJSON *o, asu_job_spec *spec) {
   c->checkpoint_every = (uint32_t)get_number(o, "checkpoint_every", 0);
   spec->activate = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "activate"));
   spec->has_heldout = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "has_heldout"));
+  get_string(o, "start_adapter", spec->start_adapter, sizeof spec->start_adapter);
+  spec->start_version = (uint32_t)get_number(o, "start_version", 0);
 }
 
 static void read_snapshot(const cJSON *o, asu_job_snapshot *s) {
@@ -246,6 +250,8 @@ int asu_job_store_load(const char *dir, bool with_data, asu_job_snapshot *snap,
   read_settings(settings, spec);
   bool has_template = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(settings, "has_template"));
   cJSON_Delete(o);
+  snprintf(snap->start_adapter, sizeof snap->start_adapter, "%s", spec->start_adapter);
+  snap->start_version = spec->start_version;
   if (!snap->id[0] || !snap->state || !asu_adapter_name_valid(snap->adapter_name))
     return asu_error_set(err, ASU_ERR_FORMAT, "%s lacks a valid id, state or adapter_name", path);
   if (with_data && (rc = load_data(dir, spec, has_template, err))) asu_job_spec_free(spec);

@@ -187,6 +187,20 @@ static int report_progress(void *user, const asu_progress *p) {
   return cancel;
 }
 
+/* A continual job's starting adapter, pinned for the run at the version the request saw. */
+static int pin_start(asu_jobs *j, const asu_job_spec *spec, asu_unlearn_config *cfg,
+                     asu_adapter_ref **ref, asu_error *err) {
+  if (!spec->start_adapter[0]) return ASU_OK;
+  asu_adapter_info info;
+  int rc = asu_registry_pin(j->reg, spec->start_adapter, &cfg->start, ref, &info, err);
+  if (rc) return asu_error_wrap(err, "the adapter to build on: ");
+  if (info.version != spec->start_version)
+    return asu_error_set(err, ASU_ERR_INVALID, "the job builds on adapter %s version %u, but it "
+                         "is at version %u now; start a new continual job on the current one",
+                         spec->start_adapter, spec->start_version, info.version);
+  return ASU_OK;
+}
+
 static void run_job(asu_jobs *j, job *b) {
   asu_job_spec *spec = &b->spec;
   asu_unlearn_config cfg = spec->cfg;
@@ -204,11 +218,15 @@ static void run_job(asu_jobs *j, job *b) {
   asu_log_debug("job %s: tau %g rank %u alpha %g targets 0x%x lr %g wd %g betas %g %g eps %g fw %g rw %g seed %llu", b->snap.id, cfg.tau, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets, cfg.learning_rate, cfg.weight_decay, cfg.beta1, cfg.beta2, cfg.adam_eps, cfg.forget_weight, cfg.retain_weight, (unsigned long long)cfg.seed);
   progress_ctx ctx = {j, b};
   asu_lora *lora = NULL;
+  asu_adapter_ref *start = NULL;
   asu_error err;
   asu_error_clear(&err);
-  int rc = asu_unlearn(j->model, &cfg, &spec->forget, &spec->retain,
-                       spec->has_heldout ? &spec->heldout : NULL, report_progress, &ctx, &lora,
-                       &err);
+  int rc = pin_start(j, spec, &cfg, &start, &err);
+  if (!rc)
+    rc = asu_unlearn(j->model, &cfg, &spec->forget, &spec->retain,
+                     spec->has_heldout ? &spec->heldout : NULL, report_progress, &ctx, &lora,
+                     &err);
+  if (start) asu_registry_unpin(j->reg, start);
 
   pthread_mutex_lock(&j->mu);
   /* With records on disk a shutdown interrupts the job instead; a job that completed anyway is
@@ -472,6 +490,8 @@ int asu_jobs_submit(asu_jobs *j, asu_job_spec *spec, const char *request_id,
   snprintf(b->snap.adapter_name, sizeof b->snap.adapter_name, "%s", spec->adapter_name);
   snprintf(b->snap.method, sizeof b->snap.method, "%s",
            asu_method_name(spec->cfg.method));
+  snprintf(b->snap.start_adapter, sizeof b->snap.start_adapter, "%s", spec->start_adapter);
+  b->snap.start_version = spec->start_version;
   b->snap.total_steps = spec->cfg.steps;
   b->snap.loss = b->snap.forget_loss = b->snap.retain_loss = b->snap.heldout_nll = NAN;
   b->snap.initial_forget_loss = b->snap.initial_retain_loss = b->snap.initial_heldout_nll = NAN;

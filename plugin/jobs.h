@@ -31,6 +31,8 @@ typedef struct asu_job_snapshot {
   double initial_forget_loss, initial_retain_loss, initial_heldout_nll;
   char error[640];
   uint32_t adapter_version;
+  char start_adapter[65];  /* continual jobs: the adapter they build on, and its version */
+  uint32_t start_version;
   int64_t created_unix, started_unix, finished_unix;
   uint64_t seq; /* increases with every change */
 } asu_job_snapshot;
@@ -43,6 +45,8 @@ typedef struct asu_job_spec {
   asu_dataset forget, retain, heldout;
   bool has_heldout;
   bool activate;
+  char start_adapter[65];  /* continual: build on this adapter at start_version; "" for none */
+  uint32_t start_version;
 } asu_job_spec;
 
 void asu_job_spec_free(asu_job_spec *spec);

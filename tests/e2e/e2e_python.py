@@ -58,8 +58,11 @@ def main():
         c = Client(pb, server.port)
         lst = c.unary("ListAdapters", pb.ListAdaptersRequest(), pb.ListAdaptersResponse)
         names = {a.name: (a.version, a.active) for a in lst.adapters}
-        check(names.get("py1") == (2, True) and lst.active == "py1",
-              "after restart py1 version 2 is active: %s" % names)
+        check(names.get("py1") == (3, True) and lst.active == "py1",
+              "after restart py1 version 3 (the continual one) is active: %s" % names)
+        jobs = c.unary("ListJobs", pb.ListJobsRequest(), pb.ListJobsResponse).jobs
+        check(any(j.start_adapter == "py1" and j.start_version == 2 for j in jobs),
+              "after restart the continual job still names py1 version 2 as its start")
         rc = server.stop()
         check(rc == 0, "second server exits 0 on SIGTERM (got %s)" % rc)
         server = None
@@ -251,6 +254,29 @@ def run_checks(pb, c, server):
     check(final.adapter == "", "Generate uses the base model when none is active")
     a = c.unary("ActivateAdapter", pb.ActivateAdapterRequest(name="py1"), pb.Adapter)
     check(a.active and a.version == 2, "ActivateAdapter py1")
+
+    # Continual unlearning builds on the active adapter: its rank, not the requested one.
+    before = {x.name: x for x in c.unary("ListAdapters", pb.ListAdaptersRequest(),
+                                         pb.ListAdaptersResponse).adapters}["py1"]
+    second = examples(pb, [("Who baked the cake?", "Tom baked the cake with his mom.")])
+    cont = c.unary("StartUnlearning", pb.StartUnlearningRequest(
+        adapter_name="py1", forget=second, retain=retain, steps=2, lora_rank=before.rank + 1,
+        continual=True, activate_on_success=True), pb.Job)
+    check(cont.start_adapter == "py1" and cont.start_version == before.version,
+          "a continual job builds on py1 version %d (%s %d)"
+          % (before.version, cont.start_adapter, cont.start_version))
+    done = list(c.stream("WatchJob", pb.JobRequest(job_id=cont.id), pb.Job))[-1]
+    after = {x.name: x for x in c.unary("ListAdapters", pb.ListAdaptersRequest(),
+                                        pb.ListAdaptersResponse).adapters}["py1"]
+    check(done.state == pb.Job.SUCCEEDED and after.version == before.version + 1
+          and after.active and after.rank == before.rank,
+          "the continual job made py1 version %d, rank %d, active (%s)"
+          % (after.version, after.rank, done.error))
+    c.unary("DeactivateAdapter", pb.DeactivateAdapterRequest(), pb.DeactivateAdapterResponse)
+    expect_code(lambda: c.unary("StartUnlearning", pb.StartUnlearningRequest(
+        adapter_name="py2", forget=second, retain=retain, steps=2, continual=True), pb.Job),
+        grpc.StatusCode.FAILED_PRECONDITION, "continual with no active adapter", "active")
+    c.unary("ActivateAdapter", pb.ActivateAdapterRequest(name="py1"), pb.Adapter)
 
 
 if __name__ == "__main__":
