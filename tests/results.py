@@ -207,9 +207,39 @@ def main():
     write_svg(os.path.join(args.out, "results.svg"), rows, path, METHODS[0][0])
     write_markdown(os.path.join(args.out, "results.md"), results)
     print("wrote", os.path.join(args.out, "results.md"))
-    if not args.work:
+    problems = check_outputs(args.out, results) if args.quick else []
+    for problem in problems:
+        print("FAIL:", problem)
+    if not args.work and not problems:
         shutil.rmtree(run.work, ignore_errors=True)
-    return 0
+    return 1 if problems else 0
+
+
+def check_outputs(out, results):
+    """What --quick checks: every stage left its values and the three files are whole."""
+    import xml.dom.minidom
+    problems = []
+    with open(os.path.join(out, "results.md")) as f:
+        page = f.read()
+    for name, row in results["methods"].items():
+        if "| %s |" % name not in page:
+            problems.append("results.md has no row for %s" % name)
+        for key in ("forget_quality", "selectivity", "retain_utility"):
+            value = row[key]
+            if key == "forget_quality" and name == "retain model":
+                continue  # the reference itself
+            if value is None or not 0.0 <= value <= 1.0:
+                problems.append("%s: %s is %r" % (name, key, value))
+    steps = [r["step"] for r in results["steps"]]
+    if steps != sorted(steps) or steps[0] != 0 or steps[-1] != results["settings"]["unlearn_steps"]:
+        problems.append("the job's steps are %s" % steps)
+    if len(results["continual"]) != 2:
+        problems.append("%d continual requests" % len(results["continual"]))
+    try:
+        xml.dom.minidom.parse(os.path.join(out, "results.svg"))
+    except Exception as e:  # any parse failure is a broken plot
+        problems.append("results.svg does not parse: %s" % e)
+    return problems
 
 
 def continual_run(run, finetuned, reference):

@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 meson test -C build --print-errorlogs --num-processes 2
 ASU_VK_VALIDATION=1 meson test -C build --print-errorlogs --num-processes 2 \
-  --no-suite flow --no-suite shaders
+  --no-suite flow --no-suite shaders --no-suite results
 
 if [ "${ASU_SANITIZE:-1}" != 0 ]; then
   if [ ! -f build-sanitize/build.ninja ]; then
@@ -20,5 +20,5 @@ if [ "${ASU_SANITIZE:-1}" != 0 ]; then
   export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:halt_on_error=1
   export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
   meson test -C build-sanitize --print-errorlogs --num-processes 2 \
-    --suite e2e --suite formats --suite model
+    --suite e2e --suite formats --suite model --suite results
 fi
