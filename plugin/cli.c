@@ -26,6 +26,7 @@ static const char *usage_text =
     "          [--method asu_gd|asu_kl|ga|gd|npo|simnpo|idk_nll|me_gd]\n"
     "          [--temperature-attn TAU] [--steps N] [--lr X]\n"
     "          [--rank R] [--continual] [--activate] [--wait]\n"
+    "  finetune --data FILE --out PATH.gguf [--steps N] [--lr X] [--wait]\n"
     "  watch JOB | job JOB | cancel JOB | resume JOB | jobs\n"
     "  adapters | activate NAME | deactivate\n"
     "The default server is 127.0.0.1:50051. --tls-ca FILE connects with TLS, trusting the PEM\n"
@@ -151,6 +152,7 @@ static void print_job(FILE *f, const Asu__V1__Job *j) {
   fprintf(f, "loss: %.6f\nforget_loss: %.6f\nretain_loss: %.6f\nheldout_nll: %.6f\n", j->loss,
           j->forget_loss, j->retain_loss, j->heldout_nll);
   if (j->adapter_version) fprintf(f, "adapter_version: %u\n", j->adapter_version);
+  if (j->output_path[0]) fprintf(f, "output_path: %s\n", j->output_path);
   if (j->start_adapter[0])
     fprintf(f, "builds_on: %s version %u\n", j->start_adapter, j->start_version);
   if (j->error[0]) fprintf(f, "error: %s\n", j->error);
@@ -163,6 +165,7 @@ typedef struct watch_state {
   uint32_t adapter_version;
   char error[512];
   char adapter[65];
+  char output[1024]; /* finetune jobs: the model file written */
 } watch_state;
 
 static void draw_progress(watch_state *w, const Asu__V1__Job *j) {
@@ -194,6 +197,7 @@ static int on_job(void *user, const ProtobufCMessage *msg) {
   w->adapter_version = j->adapter_version;
   snprintf(w->error, sizeof w->error, "%s", j->error);
   snprintf(w->adapter, sizeof w->adapter, "%s", j->adapter_name);
+  snprintf(w->output, sizeof w->output, "%s", j->output_path);
   return 0;
 }
 
@@ -212,6 +216,10 @@ static int watch(asu_client *c, const char *id) {
   if (!terminal(w.last_state)) {
     fprintf(stderr, "asu: job %s: the watch ended in state %s\n", id, state_name(w.last_state));
     return EXIT_CALL;
+  }
+  if (w.last_state == ASU__V1__JOB__STATE__SUCCEEDED && w.output[0]) {
+    fprintf(stderr, "job %s: SUCCEEDED: wrote %s\n", id, w.output);
+    return 0;
   }
   if (w.last_state == ASU__V1__JOB__STATE__SUCCEEDED) {
     fprintf(stderr, "job %s: SUCCEEDED: adapter %s version %u\n", id, w.adapter,
@@ -343,6 +351,54 @@ done:
   return rc;
 }
 
+static int cmd_finetune(asu_client *c, int argc, char **argv) {
+  Asu__V1__StartFinetuneRequest req = ASU__V1__START_FINETUNE_REQUEST__INIT;
+  const char *data = NULL;
+  bool wait = false;
+  static const struct option opts[] = {{"data", required_argument, NULL, 'd'},
+                                       {"out", required_argument, NULL, 'o'},
+                                       {"steps", required_argument, NULL, 's'},
+                                       {"lr", required_argument, NULL, 'l'},
+                                       {"wait", no_argument, NULL, 'w'},
+                                       {NULL, 0, NULL, 0}};
+  int o;
+  while ((o = getopt_long(argc, argv, "+", opts, NULL)) != -1) {
+    switch (o) {
+    case 'd': data = optarg; break;
+    case 'o': req.output_path = optarg; break;
+    case 's':
+      if (!parse_u32(optarg, &req.steps) || req.steps == 0)
+        return usage_error("invalid --steps value: %s (expected a positive integer)", optarg);
+      break;
+    case 'l':
+      if (!parse_float(optarg, &req.learning_rate)) return usage_error("invalid --lr value: %s", optarg);
+      break;
+    case 'w': wait = true; break;
+    default: return usage_error("%s", "invalid finetune option");
+    }
+  }
+  if (optind != argc) return usage_error("unexpected argument %s", argv[optind]);
+  if (!data || !req.output_path[0]) return usage_error("%s", "finetune needs --data and --out");
+  asu_dataset ds = {0};
+  int rc = EXIT_CALL;
+  if (load_examples(data, "data", &req.data, &req.n_data, &ds) != 0) goto done;
+  ProtobufCMessage *resp = NULL;
+  asu_client_status st;
+  if (asu_client_unary(c, SERVICE "StartFinetune", &req.base, &asu__v1__job__descriptor, &resp,
+                       &st) != 0) {
+    rc = call_error(&st);
+    goto done;
+  }
+  printf("%s\n", ((Asu__V1__Job *)resp)->id);
+  fflush(stdout);
+  rc = wait ? watch(c, ((Asu__V1__Job *)resp)->id) : 0;
+  protobuf_c_message_free_unpacked(resp, NULL);
+done:
+  free_examples(req.data);
+  asu_dataset_free(&ds);
+  return rc;
+}
+
 static int cmd_job(asu_client *c, const char *method, const char *id) {
   Asu__V1__JobRequest req = ASU__V1__JOB_REQUEST__INIT;
   req.job_id = (char *)id;
@@ -421,6 +477,7 @@ static int run_command(asu_client *c, int argc, char **argv) {
   optind = 1;
   if (!strcmp(cmd, "generate")) return cmd_generate(c, argc, argv);
   if (!strcmp(cmd, "unlearn")) return cmd_unlearn(c, argc, argv);
+  if (!strcmp(cmd, "finetune")) return cmd_finetune(c, argc, argv);
   if (!strcmp(cmd, "watch") || !strcmp(cmd, "job") || !strcmp(cmd, "cancel") ||
       !strcmp(cmd, "resume")) {
     if (argc != 2) return usage_error("%s takes one JOB", cmd);

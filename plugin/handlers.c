@@ -10,6 +10,7 @@
 #include "asu.pb-c.h"
 #include "asu_log.h"
 #include "fsutil.h"
+#include "handlers.h"
 #include "server.h"
 #include "utf8.h"
 
@@ -111,7 +112,7 @@ static int handle_generate(asu_server *s, asu_rpc_call *c) {
 
 /* ---- Jobs ---- */
 
-static void job_to_proto(const asu_job_snapshot *j, Asu__V1__Job *p) {
+void asu_job_to_proto(const asu_job_snapshot *j, Asu__V1__Job *p) {
   asu__v1__job__init(p);
   p->id = (char *)j->id;
   p->adapter_name = (char *)j->adapter_name;
@@ -133,12 +134,13 @@ static void job_to_proto(const asu_job_snapshot *j, Asu__V1__Job *p) {
   p->method = (char *)j->method;
   p->start_adapter = (char *)j->start_adapter;
   p->start_version = j->start_version;
+  p->output_path = (char *)j->output_path;
 }
 
 /* Copies inline examples into ds; field names the list in messages. Returns 1 when valid,
    0 after rejecting the call. */
-static int take_examples(asu_rpc_call *c, const char *field, Asu__V1__Example **ex, size_t n,
-                         asu_dataset *ds) {
+int asu_take_examples(asu_rpc_call *c, const char *field, Asu__V1__Example **ex, size_t n,
+                      asu_dataset *ds) {
   if (n > ASU_MAX_EXAMPLES)
     return asu_reject(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "%s has %zu examples, the limit is %u",
                   field, n, ASU_MAX_EXAMPLES);
@@ -158,6 +160,22 @@ static int take_examples(asu_rpc_call *c, const char *field, Asu__V1__Example **
       return asu_reject(c, asu_rpc_status_from_asu(err.code), "%s[%zu]: %s", field, i, err.message);
   }
   return 1;
+}
+
+int asu_take_template(asu_rpc_call *c, const char *text, char **out) {
+  size_t tl = strlen(text);
+  if (tl == 0) return 1;
+  const char *first = strstr(text, "{question}");
+  if (tl > ASU_MAX_TEMPLATE_BYTES)
+    return asu_reject(c, GRPC_STATUS_RESOURCE_EXHAUSTED,
+                      "prompt_template must be at most %u bytes, got %zu", ASU_MAX_TEMPLATE_BYTES,
+                      tl);
+  if (!first || strstr(first + 1, "{question}"))
+    return asu_reject(c, GRPC_STATUS_INVALID_ARGUMENT,
+                      "prompt_template must contain \"{question}\" exactly once, got \"%.80s\"",
+                      text);
+  *out = strdup(text);
+  return *out ? 1 : asu_reject(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
 }
 
 static int check_float(asu_rpc_call *c, const char *field, float v, bool positive) {
@@ -282,26 +300,14 @@ static int build_spec(asu_server *s, asu_rpc_call *c, const Asu__V1__StartUnlear
   if (r->retain_weight != 0) cfg->retain_weight = r->retain_weight;
   if (r->seed) cfg->seed = r->seed;
   cfg->checkpoint_every = r->checkpoint_every; /* 0: the server default, set by the queue */
-  size_t tl = strlen(r->prompt_template);
-  if (tl > 0) {
-    const char *first = strstr(r->prompt_template, "{question}");
-    if (tl > ASU_MAX_TEMPLATE_BYTES)
-      return asu_reject(c, GRPC_STATUS_RESOURCE_EXHAUSTED,
-                    "prompt_template must be at most %u bytes, got %zu", ASU_MAX_TEMPLATE_BYTES,
-                    tl);
-    if (!first || strstr(first + 1, "{question}"))
-      return asu_reject(c, GRPC_STATUS_INVALID_ARGUMENT,
-                    "prompt_template must contain \"{question}\" exactly once, got \"%.80s\"",
-                    r->prompt_template);
-    spec->prompt_template = strdup(r->prompt_template);
-  }
+  if (!asu_take_template(c, r->prompt_template, &spec->prompt_template)) return 0;
   spec->activate = r->activate_on_success;
   if (r->continual && !continual_start(s, c, spec)) return 0;
 
-  if (!take_examples(c, "forget", r->forget, r->n_forget, &spec->forget)) return 0;
-  if (!take_examples(c, "retain", r->retain, r->n_retain, &spec->retain)) return 0;
+  if (!asu_take_examples(c, "forget", r->forget, r->n_forget, &spec->forget)) return 0;
+  if (!asu_take_examples(c, "retain", r->retain, r->n_retain, &spec->retain)) return 0;
   if (r->n_heldout > 0) {
-    if (!take_examples(c, "heldout", r->heldout, r->n_heldout, &spec->heldout)) return 0;
+    if (!asu_take_examples(c, "heldout", r->heldout, r->n_heldout, &spec->heldout)) return 0;
     spec->has_heldout = true;
   }
   return 1;
@@ -324,7 +330,7 @@ static int handle_start_unlearning(asu_server *s, asu_rpc_call *c) {
       asu_reject_err(c, &err);
     } else {
       Asu__V1__Job job;
-      job_to_proto(&snap, &job);
+      asu_job_to_proto(&snap, &job);
       asu_rpc_finish(c, &job.base, GRPC_STATUS_OK, "");
     }
   }
@@ -358,7 +364,7 @@ static int handle_get_or_cancel(asu_server *s, asu_rpc_call *c, bool cancel) {
     asu_reject_err(c, &err);
   } else {
     Asu__V1__Job job;
-    job_to_proto(&snap, &job);
+    asu_job_to_proto(&snap, &job);
     asu_rpc_finish(c, &job.base, GRPC_STATUS_OK, "");
   }
   protobuf_c_message_free_unpacked(&req->base, NULL);
@@ -381,7 +387,7 @@ static int handle_watch_job(asu_server *s, asu_rpc_call *c) {
   bool gone = false;
   for (;;) {
     Asu__V1__Job job;
-    job_to_proto(&snap, &job);
+    asu_job_to_proto(&snap, &job);
     if (asu_rpc_send(c, &job.base) != 0) {
       gone = true;
       break;
@@ -530,7 +536,7 @@ static int handle_resume_job(asu_server *s, asu_rpc_call *c) {
   } else {
     asu_log_info("request %s: ResumeJob: job %s queued again", c->request_id, snap.id);
     Asu__V1__Job job;
-    job_to_proto(&snap, &job);
+    asu_job_to_proto(&snap, &job);
     asu_rpc_finish(c, &job.base, GRPC_STATUS_OK, "");
   }
   protobuf_c_message_free_unpacked(&req->base, NULL);
@@ -550,7 +556,7 @@ static int handle_list_jobs(asu_server *s, asu_rpc_call *c) {
   Asu__V1__Job **list = calloc(n ? n : 1, sizeof *list);
   if (jobs && list) {
     for (size_t i = 0; i < n; i++) {
-      job_to_proto(&snaps[i], &jobs[i]);
+      asu_job_to_proto(&snaps[i], &jobs[i]);
       list[i] = &jobs[i];
     }
     Asu__V1__ListJobsResponse r = ASU__V1__LIST_JOBS_RESPONSE__INIT;
@@ -577,6 +583,7 @@ static const asu_rpc_method methods[] = {
     {SERVICE "DeactivateAdapter", handle_deactivate, true},
     {SERVICE "ResumeJob", handle_resume_job, true},
     {SERVICE "ListJobs", handle_list_jobs, false},
+    {SERVICE "StartFinetune", asu_handle_start_finetune, true},
 };
 
 const asu_rpc_method *asu_core_methods(size_t *count) {

@@ -109,6 +109,12 @@ static cJSON *settings_json(const asu_job_spec *spec) {
   cJSON_AddBoolToObject(o, "has_template", spec->prompt_template != NULL);
   cJSON_AddStringToObject(o, "start_adapter", spec->start_adapter);
   cJSON_AddNumberToObject(o, "start_version", spec->start_version);
+  if (spec->kind == ASU_JOB_FINETUNE) {
+    cJSON_AddStringToObject(o, "kind", "finetune");
+    cJSON_AddStringToObject(o, "output_path", spec->output_path);
+    cJSON_AddNumberToObject(o, "finetune_steps", spec->finetune.steps);
+    cJSON_AddNumberToObject(o, "finetune_learning_rate", spec->finetune.learning_rate);
+  }
   return o;
 }
 
@@ -192,6 +198,16 @@ static void read_settings(const cJSON *o, asu_job_spec *spec) {
   spec->has_heldout = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "has_heldout"));
   get_string(o, "start_adapter", spec->start_adapter, sizeof spec->start_adapter);
   spec->start_version = (uint32_t)get_number(o, "start_version", 0);
+  char kind[16];
+  get_string(o, "kind", kind, sizeof kind);
+  if (!strcmp(kind, "finetune")) {
+    spec->kind = ASU_JOB_FINETUNE;
+    get_string(o, "output_path", spec->output_path, sizeof spec->output_path);
+    asu_finetune_defaults(&spec->finetune);
+    spec->finetune.steps = (uint32_t)get_number(o, "finetune_steps", spec->finetune.steps);
+    spec->finetune.learning_rate =
+        (float)get_number(o, "finetune_learning_rate", spec->finetune.learning_rate);
+  }
 }
 
 static void read_snapshot(const cJSON *o, asu_job_snapshot *s) {
@@ -252,7 +268,10 @@ int asu_job_store_load(const char *dir, bool with_data, asu_job_snapshot *snap,
   cJSON_Delete(o);
   snprintf(snap->start_adapter, sizeof snap->start_adapter, "%s", spec->start_adapter);
   snap->start_version = spec->start_version;
-  if (!snap->id[0] || !snap->state || !asu_adapter_name_valid(snap->adapter_name))
+  snprintf(snap->output_path, sizeof snap->output_path, "%s", spec->output_path);
+  bool named = spec->kind == ASU_JOB_FINETUNE ? !snap->adapter_name[0]
+                                              : asu_adapter_name_valid(snap->adapter_name);
+  if (!snap->id[0] || !snap->state || !named)
     return asu_error_set(err, ASU_ERR_FORMAT, "%s lacks a valid id, state or adapter_name", path);
   if (with_data && (rc = load_data(dir, spec, has_template, err))) asu_job_spec_free(spec);
   return rc;

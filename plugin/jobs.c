@@ -13,6 +13,7 @@
 
 #include "asu_log.h"
 #include "fsutil.h"
+#include "finetune_job.h"
 #include "job_store.h"
 #include "rpc.h"
 
@@ -36,7 +37,8 @@ struct asu_jobs {
   asu_model *model;
   asu_registry *reg;
   unsigned queue_limit, log_every, checkpoint_every, dispatches_per_submit;
-  char *dir; /* NULL: records stay in memory */
+  char *dir;    /* NULL: records stay in memory */
+  char *device; /* selector for finetune jobs' model copy; NULL: the default device */
   job *head, *tail; /* every kept job, oldest first */
   size_t count;
   uint64_t next_id;
@@ -201,7 +203,8 @@ static int pin_start(asu_jobs *j, const asu_job_spec *spec, asu_unlearn_config *
   return ASU_OK;
 }
 
-static void run_job(asu_jobs *j, job *b) {
+/* Trains the adapter of an unlearning job into *lora. */
+static int run_unlearn(asu_jobs *j, job *b, asu_lora **lora, asu_error *err) {
   asu_job_spec *spec = &b->spec;
   asu_unlearn_config cfg = spec->cfg;
   cfg.prompt_template = spec->prompt_template;
@@ -217,16 +220,26 @@ static void run_job(asu_jobs *j, job *b) {
                spec->retain.count, spec->has_heldout ? spec->heldout.count : (size_t)0);
   asu_log_debug("job %s: tau %g rank %u alpha %g targets 0x%x lr %g wd %g betas %g %g eps %g fw %g rw %g seed %llu", b->snap.id, cfg.tau, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets, cfg.learning_rate, cfg.weight_decay, cfg.beta1, cfg.beta2, cfg.adam_eps, cfg.forget_weight, cfg.retain_weight, (unsigned long long)cfg.seed);
   progress_ctx ctx = {j, b};
-  asu_lora *lora = NULL;
   asu_adapter_ref *start = NULL;
-  asu_error err;
-  asu_error_clear(&err);
-  int rc = pin_start(j, spec, &cfg, &start, &err);
+  int rc = pin_start(j, spec, &cfg, &start, err);
   if (!rc)
     rc = asu_unlearn(j->model, &cfg, &spec->forget, &spec->retain,
-                     spec->has_heldout ? &spec->heldout : NULL, report_progress, &ctx, &lora,
-                     &err);
+                     spec->has_heldout ? &spec->heldout : NULL, report_progress, &ctx, lora,
+                     err);
   if (start) asu_registry_unpin(j->reg, start);
+  return rc;
+}
+
+static void run_job(asu_jobs *j, job *b) {
+  asu_job_spec *spec = &b->spec;
+  progress_ctx ctx = {j, b};
+  asu_lora *lora = NULL;
+  asu_error err;
+  asu_error_clear(&err);
+  int rc = spec->kind == ASU_JOB_FINETUNE
+               ? asu_finetune_job_run(j->model, j->device, spec, b->snap.id, report_progress,
+                                      &ctx, &err)
+               : run_unlearn(j, b, &lora, &err);
 
   pthread_mutex_lock(&j->mu);
   /* With records on disk a shutdown interrupts the job instead; a job that completed anyway is
@@ -247,14 +260,17 @@ static void run_job(asu_jobs *j, job *b) {
   }
   asu_adapter_info info;
   memset(&info, 0, sizeof info);
-  if (rc == ASU_OK) {
+  if (rc == ASU_OK && spec->kind == ASU_JOB_UNLEARN) {
     rc = asu_registry_add(j->reg, b->snap.adapter_name, lora, spec->activate, b->snap.id, &info,
                           &err);
     if (rc != ASU_OK) asu_lora_destroy(lora);
   }
 
   pthread_mutex_lock(&j->mu);
-  if (rc == ASU_OK) {
+  if (rc == ASU_OK && spec->kind == ASU_JOB_FINETUNE) {
+    finish(j, b, ASU_JOB_SUCCEEDED, NULL);
+    asu_log_info("job %s: succeeded: wrote %s", b->snap.id, b->snap.output_path);
+  } else if (rc == ASU_OK) {
     b->snap.adapter_version = info.version;
     finish(j, b, ASU_JOB_SUCCEEDED, NULL);
     asu_log_info("job %s: succeeded: adapter %s version %u%s", b->snap.id, b->snap.adapter_name,
@@ -373,6 +389,7 @@ int asu_jobs_create(asu_model *m, asu_registry *reg, const asu_jobs_options *opt
   j->log_every = opts->log_every;
   j->checkpoint_every = opts->checkpoint_every;
   j->dispatches_per_submit = opts->dispatches_per_submit;
+  j->device = opts->device ? strdup(opts->device) : NULL;
   j->next_id = 1;
   if (opts->dir) {
     if (asu_fs_mkdir_p(opts->dir, err) != ASU_OK || !(j->dir = strdup(opts->dir))) {
@@ -424,6 +441,7 @@ void asu_jobs_destroy(asu_jobs *j) {
   pthread_cond_destroy(&j->work);
   pthread_mutex_destroy(&j->mu);
   free(j->dir);
+  free(j->device);
   free(j);
 }
 
@@ -445,7 +463,7 @@ bool asu_jobs_training(asu_jobs *j, const char *name, char job_id[32]) {
 static int check_queue(asu_jobs *j, const char *name, const char *self, asu_error *err) {
   unsigned queued = 0;
   for (job *q = j->head; q; q = q->next) queued += q->snap.state == ASU_JOB_QUEUED;
-  job *busy = training(j, name);
+  job *busy = name[0] ? training(j, name) : NULL;
   if (j->stop) return asu_error_set(err, ASU_ERR_PRECONDITION, "the server is shutting down");
   if (busy && strcmp(busy->snap.id, self))
     return asu_error_set(err, ASU_ERR_PRECONDITION,
@@ -492,7 +510,9 @@ int asu_jobs_submit(asu_jobs *j, asu_job_spec *spec, const char *request_id,
            asu_method_name(spec->cfg.method));
   snprintf(b->snap.start_adapter, sizeof b->snap.start_adapter, "%s", spec->start_adapter);
   b->snap.start_version = spec->start_version;
-  b->snap.total_steps = spec->cfg.steps;
+  snprintf(b->snap.output_path, sizeof b->snap.output_path, "%s", spec->output_path);
+  if (spec->kind == ASU_JOB_FINETUNE) snprintf(b->snap.method, sizeof b->snap.method, "finetune");
+  b->snap.total_steps = spec->kind == ASU_JOB_FINETUNE ? spec->finetune.steps : spec->cfg.steps;
   b->snap.loss = b->snap.forget_loss = b->snap.retain_loss = b->snap.heldout_nll = NAN;
   b->snap.initial_forget_loss = b->snap.initial_retain_loss = b->snap.initial_heldout_nll = NAN;
   b->snap.created_unix = (int64_t)time(NULL);

@@ -33,13 +33,19 @@ typedef struct asu_job_snapshot {
   uint32_t adapter_version;
   char start_adapter[65];  /* continual jobs: the adapter they build on, and its version */
   uint32_t start_version;
+  char output_path[1024];  /* finetune jobs: the model file written */
   int64_t created_unix, started_unix, finished_unix;
   uint64_t seq; /* increases with every change */
 } asu_job_snapshot;
 
+/* What a job does: unlearning makes an adapter version; fine-tuning writes a new model file
+   from a copy of the served model, which stays as it is. */
+enum asu_job_kind { ASU_JOB_UNLEARN, ASU_JOB_FINETUNE };
+
 /* What a job trains. The job takes ownership of the datasets and the template. */
 typedef struct asu_job_spec {
-  char adapter_name[65];
+  enum asu_job_kind kind;
+  char adapter_name[65];   /* "" for finetune jobs */
   asu_unlearn_config cfg;
   char *prompt_template; /* NULL: the default; cfg.prompt_template is set from it */
   asu_dataset forget, retain, heldout;
@@ -47,6 +53,10 @@ typedef struct asu_job_spec {
   bool activate;
   char start_adapter[65];  /* continual: build on this adapter at start_version; "" for none */
   uint32_t start_version;
+  /* Finetune jobs: the settings, and the new GGUF file (resolved, under the data root). The
+     examples are in forget. */
+  asu_finetune_config finetune;
+  char output_path[1024];
 } asu_job_spec;
 
 void asu_job_spec_free(asu_job_spec *spec);
@@ -59,6 +69,7 @@ typedef struct asu_jobs_options {
   const char *dir;           /* where job records persist; NULL keeps them in memory only */
   unsigned checkpoint_every; /* default checkpoint period in steps; 0: none */
   unsigned dispatches_per_submit; /* training slices, to bound generation waits; 0: whole steps */
+  const char *device;        /* device selector of the served model, for finetune jobs' copy */
 } asu_jobs_options;
 
 /* Creates the queue and its thread. With a directory, the jobs recorded there are listed

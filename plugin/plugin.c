@@ -181,7 +181,8 @@ static int open_server(asu_server *s, const asu_plugin_config *cfg, asu_error *e
   asu_jobs_options jobs = {.queue_limit = s->limits.max_queued_jobs,
                            .dir = jobs_dir,
                            .checkpoint_every = cfg->checkpoint_every,
-                           .dispatches_per_submit = cfg->dispatches_per_submit};
+                           .dispatches_per_submit = cfg->dispatches_per_submit,
+                           .device = cfg->device};
   if (!rc) rc = asu_jobs_create(s->model, s->reg, &jobs, &s->jobs, err);
   return rc;
 }
