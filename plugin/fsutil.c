@@ -169,7 +169,7 @@ int asu_fs_confine(const char *root, const char *path, char **resolved, asu_erro
     return asu_error_set(err, ASU_ERR_INVALID, "path '%.200s' is too long", path);
   char *real = realpath(path[0] == '/' ? path : joined, NULL);
   if (!real)
-    return asu_error_set(err, ASU_ERR_NOT_FOUND, "path '%.200s': %s; give a directory under the "
+    return asu_error_set(err, ASU_ERR_NOT_FOUND, "path '%.200s': %s; give a path under the "
                          "data root %s (relative paths start there)", path, strerror(errno), root);
   size_t n = strlen(root);
   if (strncmp(real, root, n) != 0 || (real[n] != '/' && real[n] != '\0')) {

@@ -135,6 +135,7 @@ void asu_job_to_proto(const asu_job_snapshot *j, Asu__V1__Job *p) {
   p->start_adapter = (char *)j->start_adapter;
   p->start_version = j->start_version;
   p->output_path = (char *)j->output_path;
+  p->result = (char *)j->result;
 }
 
 /* Copies inline examples into ds; field names the list in messages. Returns 1 when valid,
@@ -584,6 +585,7 @@ static const asu_rpc_method methods[] = {
     {SERVICE "ResumeJob", handle_resume_job, true},
     {SERVICE "ListJobs", handle_list_jobs, false},
     {SERVICE "StartFinetune", asu_handle_start_finetune, true},
+    {SERVICE "StartEvaluation", asu_handle_start_evaluation, true},
 };
 
 const asu_rpc_method *asu_core_methods(size_t *count) {

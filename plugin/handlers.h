@@ -15,7 +15,8 @@ int asu_take_template(asu_rpc_call *c, const char *text, char **out);
 /* Points p's fields at j's (valid while j is). */
 void asu_job_to_proto(const asu_job_snapshot *j, Asu__V1__Job *p);
 
-/* StartFinetune (finetune_handler.c). */
+/* StartFinetune and StartEvaluation (task_handlers.c). */
 int asu_handle_start_finetune(asu_server *s, asu_rpc_call *c);
+int asu_handle_start_evaluation(asu_server *s, asu_rpc_call *c);
 
 #endif

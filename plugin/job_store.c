@@ -109,6 +109,19 @@ static cJSON *settings_json(const asu_job_spec *spec) {
   cJSON_AddBoolToObject(o, "has_template", spec->prompt_template != NULL);
   cJSON_AddStringToObject(o, "start_adapter", spec->start_adapter);
   cJSON_AddNumberToObject(o, "start_version", spec->start_version);
+  if (spec->kind == ASU_JOB_EVALUATE) {
+    const asu_eval_job_settings *e = &spec->evaluation;
+    cJSON_AddStringToObject(o, "kind", "evaluate");
+    cJSON_AddStringToObject(o, "output_path", spec->output_path);
+    cJSON_AddStringToObject(o, "eval_adapter", e->adapter);
+    cJSON_AddStringToObject(o, "tofu_dir", e->tofu_dir);
+    cJSON_AddStringToObject(o, "forget_split", e->forget_split);
+    cJSON_AddStringToObject(o, "reference", e->reference);
+    cJSON_AddStringToObject(o, "unprotected", e->unprotected);
+    cJSON_AddStringToObject(o, "vocabulary", e->vocabulary);
+    cJSON_AddNumberToObject(o, "limit", e->limit);
+    cJSON_AddNumberToObject(o, "max_tokens", e->max_tokens);
+  }
   if (spec->kind == ASU_JOB_FINETUNE) {
     cJSON_AddStringToObject(o, "kind", "finetune");
     cJSON_AddStringToObject(o, "output_path", spec->output_path);
@@ -139,6 +152,7 @@ int asu_job_store_save_record(const char *dir, const asu_job_snapshot *s,
   cJSON_AddNumberToObject(o, "created_unix", (double)s->created_unix);
   cJSON_AddNumberToObject(o, "started_unix", (double)s->started_unix);
   cJSON_AddNumberToObject(o, "finished_unix", (double)s->finished_unix);
+  if (s->result[0]) cJSON_AddStringToObject(o, "result", s->result);
   cJSON_AddItemToObject(o, "settings", settings_json(spec));
   char *text = cJSON_Print(o);
   cJSON_Delete(o);
@@ -200,6 +214,19 @@ static void read_settings(const cJSON *o, asu_job_spec *spec) {
   spec->start_version = (uint32_t)get_number(o, "start_version", 0);
   char kind[16];
   get_string(o, "kind", kind, sizeof kind);
+  if (!strcmp(kind, "evaluate")) {
+    asu_eval_job_settings *e = &spec->evaluation;
+    spec->kind = ASU_JOB_EVALUATE;
+    get_string(o, "output_path", spec->output_path, sizeof spec->output_path);
+    get_string(o, "eval_adapter", e->adapter, sizeof e->adapter);
+    get_string(o, "tofu_dir", e->tofu_dir, sizeof e->tofu_dir);
+    get_string(o, "forget_split", e->forget_split, sizeof e->forget_split);
+    get_string(o, "reference", e->reference, sizeof e->reference);
+    get_string(o, "unprotected", e->unprotected, sizeof e->unprotected);
+    get_string(o, "vocabulary", e->vocabulary, sizeof e->vocabulary);
+    e->limit = (uint32_t)get_number(o, "limit", 0);
+    e->max_tokens = (uint32_t)get_number(o, "max_tokens", 0);
+  }
   if (!strcmp(kind, "finetune")) {
     spec->kind = ASU_JOB_FINETUNE;
     get_string(o, "output_path", spec->output_path, sizeof spec->output_path);
@@ -232,6 +259,7 @@ static void read_snapshot(const cJSON *o, asu_job_snapshot *s) {
   s->created_unix = (int64_t)get_number(o, "created_unix", 0);
   s->started_unix = (int64_t)get_number(o, "started_unix", 0);
   s->finished_unix = (int64_t)get_number(o, "finished_unix", 0);
+  get_string(o, "result", s->result, sizeof s->result);
   s->seq = 1;
 }
 
@@ -269,8 +297,8 @@ int asu_job_store_load(const char *dir, bool with_data, asu_job_snapshot *snap,
   snprintf(snap->start_adapter, sizeof snap->start_adapter, "%s", spec->start_adapter);
   snap->start_version = spec->start_version;
   snprintf(snap->output_path, sizeof snap->output_path, "%s", spec->output_path);
-  bool named = spec->kind == ASU_JOB_FINETUNE ? !snap->adapter_name[0]
-                                              : asu_adapter_name_valid(snap->adapter_name);
+  bool named = spec->kind != ASU_JOB_UNLEARN ? !snap->adapter_name[0]
+                                             : asu_adapter_name_valid(snap->adapter_name);
   if (!snap->id[0] || !snap->state || !named)
     return asu_error_set(err, ASU_ERR_FORMAT, "%s lacks a valid id, state or adapter_name", path);
   if (with_data && (rc = load_data(dir, spec, has_template, err))) asu_job_spec_free(spec);

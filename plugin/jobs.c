@@ -13,7 +13,7 @@
 
 #include "asu_log.h"
 #include "fsutil.h"
-#include "finetune_job.h"
+#include "task_jobs.h"
 #include "job_store.h"
 #include "rpc.h"
 
@@ -236,10 +236,15 @@ static void run_job(asu_jobs *j, job *b) {
   asu_lora *lora = NULL;
   asu_error err;
   asu_error_clear(&err);
-  int rc = spec->kind == ASU_JOB_FINETUNE
-               ? asu_finetune_job_run(j->model, j->device, spec, b->snap.id, report_progress,
-                                      &ctx, &err)
-               : run_unlearn(j, b, &lora, &err);
+  char *result = calloc(1, sizeof b->snap.result);
+  int rc = result ? ASU_OK : asu_error_set(&err, ASU_ERR_NOMEM, "out of memory");
+  if (!rc && spec->kind == ASU_JOB_FINETUNE)
+    rc = asu_finetune_job_run(j->model, j->device, spec, b->snap.id, report_progress, &ctx, &err);
+  else if (!rc && spec->kind == ASU_JOB_EVALUATE)
+    rc = asu_evaluate_job_run(j->model, j->reg, spec, b->snap.id, report_progress, &ctx, result,
+                              sizeof b->snap.result, &err);
+  else if (!rc)
+    rc = run_unlearn(j, b, &lora, &err);
 
   pthread_mutex_lock(&j->mu);
   /* With records on disk a shutdown interrupts the job instead; a job that completed anyway is
@@ -252,7 +257,10 @@ static void run_job(asu_jobs *j, job *b) {
                  b->snap.id, b->snap.adapter_name, b->snap.step, b->snap.total_steps);
   }
   pthread_mutex_unlock(&j->mu);
-  if (interrupted) return;
+  if (interrupted) {
+    free(result);
+    return;
+  }
   if (rc == ASU_OK && cancelled) {
     asu_lora_destroy(lora);
     lora = NULL;
@@ -267,9 +275,11 @@ static void run_job(asu_jobs *j, job *b) {
   }
 
   pthread_mutex_lock(&j->mu);
-  if (rc == ASU_OK && spec->kind == ASU_JOB_FINETUNE) {
+  if (rc == ASU_OK && spec->kind != ASU_JOB_UNLEARN) {
+    snprintf(b->snap.result, sizeof b->snap.result, "%s", result);
     finish(j, b, ASU_JOB_SUCCEEDED, NULL);
-    asu_log_info("job %s: succeeded: wrote %s", b->snap.id, b->snap.output_path);
+    asu_log_info("job %s: %s succeeded%s%s", b->snap.id, b->snap.method,
+                 b->snap.output_path[0] ? ": wrote " : "", b->snap.output_path);
   } else if (rc == ASU_OK) {
     b->snap.adapter_version = info.version;
     finish(j, b, ASU_JOB_SUCCEEDED, NULL);
@@ -287,6 +297,7 @@ static void run_job(asu_jobs *j, job *b) {
   }
   evict(j);
   pthread_mutex_unlock(&j->mu);
+  free(result);
 }
 
 static void *job_thread(void *arg) {
@@ -512,7 +523,10 @@ int asu_jobs_submit(asu_jobs *j, asu_job_spec *spec, const char *request_id,
   b->snap.start_version = spec->start_version;
   snprintf(b->snap.output_path, sizeof b->snap.output_path, "%s", spec->output_path);
   if (spec->kind == ASU_JOB_FINETUNE) snprintf(b->snap.method, sizeof b->snap.method, "finetune");
-  b->snap.total_steps = spec->kind == ASU_JOB_FINETUNE ? spec->finetune.steps : spec->cfg.steps;
+  if (spec->kind == ASU_JOB_EVALUATE) snprintf(b->snap.method, sizeof b->snap.method, "evaluate");
+  b->snap.total_steps = spec->kind == ASU_JOB_FINETUNE   ? spec->finetune.steps
+                        : spec->kind == ASU_JOB_EVALUATE ? (spec->evaluation.unprotected[0] ? 5 : 4)
+                                                         : spec->cfg.steps;
   b->snap.loss = b->snap.forget_loss = b->snap.retain_loss = b->snap.heldout_nll = NAN;
   b->snap.initial_forget_loss = b->snap.initial_retain_loss = b->snap.initial_heldout_nll = NAN;
   b->snap.created_unix = (int64_t)time(NULL);

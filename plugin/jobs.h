@@ -33,14 +33,24 @@ typedef struct asu_job_snapshot {
   uint32_t adapter_version;
   char start_adapter[65];  /* continual jobs: the adapter they build on, and its version */
   uint32_t start_version;
-  char output_path[1024];  /* finetune jobs: the model file written */
+  char output_path[1024];  /* finetune jobs: the model file written; evaluation: the result file */
+  char result[4096];       /* evaluation jobs: the summary JSON */
   int64_t created_unix, started_unix, finished_unix;
   uint64_t seq; /* increases with every change */
 } asu_job_snapshot;
 
 /* What a job does: unlearning makes an adapter version; fine-tuning writes a new model file
-   from a copy of the served model, which stays as it is. */
-enum asu_job_kind { ASU_JOB_UNLEARN, ASU_JOB_FINETUNE };
+   from a copy of the served model, which stays as it is; evaluation measures the served model
+   by the TOFU metrics. */
+enum asu_job_kind { ASU_JOB_UNLEARN, ASU_JOB_FINETUNE, ASU_JOB_EVALUATE };
+
+/* What an evaluation job measures; the paths are resolved, under the data root. */
+typedef struct asu_eval_job_settings {
+  char adapter[65]; /* "" the active adapter, "none" the model alone, or a name */
+  char tofu_dir[1024], forget_split[16];
+  char reference[1024], unprotected[1024], vocabulary[1024]; /* "" for none */
+  uint32_t limit, max_tokens;
+} asu_eval_job_settings;
 
 /* What a job trains. The job takes ownership of the datasets and the template. */
 typedef struct asu_job_spec {
@@ -56,7 +66,8 @@ typedef struct asu_job_spec {
   /* Finetune jobs: the settings, and the new GGUF file (resolved, under the data root). The
      examples are in forget. */
   asu_finetune_config finetune;
-  char output_path[1024];
+  char output_path[1024];  /* finetune: the model file; evaluate: the result file, or "" */
+  asu_eval_job_settings evaluation;
 } asu_job_spec;
 
 void asu_job_spec_free(asu_job_spec *spec);

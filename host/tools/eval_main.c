@@ -9,13 +9,7 @@
 #include <cjson/cJSON.h>
 
 #include "asu_log.h"
-#include "asu_metrics.h"
-#include "eval.h"
-
-typedef struct split_spec {
-  const char *name, *file;
-  bool forget, options, plain;
-} split_spec;
+#include "asu_tofu_eval.h"
 
 typedef struct cli {
   const char *model, *adapter, *tofu, *forget, *reference, *json, *markdown, *device;
@@ -98,144 +92,57 @@ static int parse_cli(int argc, char **argv, cli *c) {
 
 /* ---- Output ---- */
 
-static cJSON *split_json(const eval_result *r) {
-  cJSON *o = cJSON_CreateObject();
-  cJSON_AddNumberToObject(o, "probability", r->probability);
-  cJSON_AddNumberToObject(o, "rouge_l", r->rouge_l);
-  if (isnan(r->truth_ratio)) cJSON_AddNullToObject(o, "truth_ratio");
-  else cJSON_AddNumberToObject(o, "truth_ratio", r->truth_ratio);
-  cJSON_AddNumberToObject(o, "exact_match", r->exact_match);
-  cJSON_AddNumberToObject(o, "extraction_strength", r->extraction);
-  cJSON_AddNumberToObject(o, "token_entropy", r->entropy);
-  cJSON_AddNumberToObject(o, "longest_run", r->longest_run);
-  if (!isnan(r->vocabulary_share))
-    cJSON_AddNumberToObject(o, "vocabulary_share", r->vocabulary_share);
-  if (!isnan(r->truth_ratio))
-    cJSON_AddItemToObject(o, "truth_ratios", cJSON_CreateDoubleArray(r->ratios, (int)r->count));
-  cJSON_AddItemToObject(o, "rouge_l_per_question",
-                        cJSON_CreateDoubleArray(r->rouge, (int)r->count));
-  cJSON *gen = cJSON_AddArrayToObject(o, "generated");
-  for (size_t i = 0; i < r->count; i++) cJSON_AddItemToArray(gen, cJSON_CreateString(r->generated[i]));
-  return o;
+static double number_or_nan(const cJSON *o, const char *key) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+  return cJSON_IsNumber(v) ? v->valuedouble : NAN;
 }
 
-/* The forget truth ratios of a reference output, for the KS test. */
-static double *reference_ratios(const char *path, size_t *n, asu_error *err) {
-  FILE *f = fopen(path, "rb");
-  if (!f) {
-    asu_error_set(err, ASU_ERR_NOT_FOUND, "cannot open the reference %s", path);
-    return NULL;
-  }
-  fseek(f, 0, SEEK_END);
-  long size = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  char *text = malloc((size_t)size + 1);
-  size_t got = text ? fread(text, 1, (size_t)size, f) : 0;
-  fclose(f);
-  if (text) text[got] = '\0';
-  cJSON *j = text ? cJSON_Parse(text) : NULL;
-  free(text);
-  const cJSON *list = cJSON_GetObjectItemCaseSensitive(
-      cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(j, "splits"), "forget"),
-      "truth_ratios");
-  double *v = NULL;
-  *n = cJSON_IsArray(list) ? (size_t)cJSON_GetArraySize(list) : 0;
-  if (*n) v = malloc(*n * sizeof *v);
-  for (size_t i = 0; v && i < *n; i++) v[i] = cJSON_GetArrayItem(list, (int)i)->valuedouble;
-  if (!v) asu_error_set(err, ASU_ERR_FORMAT, "%s has no splits.forget.truth_ratios; give an "
-                        "asu-eval output", path);
-  cJSON_Delete(j);
-  return v;
+static void format_number(char *out, size_t size, const char *format, double v) {
+  if (isnan(v)) snprintf(out, size, "-");
+  else snprintf(out, size, format, v);
 }
 
-static void write_markdown(const char *path, const split_spec *specs, const eval_result *r,
-                           size_t n, double utility, double quality) {
+/* The Markdown table of a result: one row per split, then utility and forget quality. */
+static int write_markdown(const char *path, const char *json) {
   FILE *f = fopen(path, "w");
-  if (!f) {
-    asu_log_error("cannot write %s", path);
-    return;
+  cJSON *j = cJSON_Parse(json);
+  if (!f || !j) {
+    if (f) fclose(f);
+    cJSON_Delete(j);
+    return -1;
   }
   fprintf(f, "| split | probability | ROUGE-L | truth ratio | exact match | extraction | "
              "token entropy | longest run | known words |\n");
   fprintf(f, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
-  for (size_t i = 0; i < n; i++) {
-    char known[16] = "-", truth[16] = "-";
-    if (!isnan(r[i].vocabulary_share)) snprintf(known, sizeof known, "%.3f", r[i].vocabulary_share);
-    if (!isnan(r[i].truth_ratio)) snprintf(truth, sizeof truth, "%.4f", r[i].truth_ratio);
-    fprintf(f, "| %s | %.4f | %.4f | %s | %.4f | %.4f | %.3f | %.1f | %s |\n", specs[i].name,
-            r[i].probability, r[i].rouge_l, truth, r[i].exact_match, r[i].extraction,
-            r[i].entropy, r[i].longest_run, known);
+  const cJSON *split;
+  cJSON_ArrayForEach(split, cJSON_GetObjectItemCaseSensitive(j, "splits")) {
+    char truth[16], known[16];
+    format_number(truth, sizeof truth, "%.4f", number_or_nan(split, "truth_ratio"));
+    format_number(known, sizeof known, "%.3f", number_or_nan(split, "vocabulary_share"));
+    fprintf(f, "| %s | %.4f | %.4f | %s | %.4f | %.4f | %.3f | %.1f | %s |\n", split->string,
+            number_or_nan(split, "probability"), number_or_nan(split, "rouge_l"), truth,
+            number_or_nan(split, "exact_match"), number_or_nan(split, "extraction_strength"),
+            number_or_nan(split, "token_entropy"), number_or_nan(split, "longest_run"), known);
   }
-  fprintf(f, "\nModel utility: %.4f. Forget quality: %s", utility, isnan(quality) ? "-" : "");
-  if (!isnan(quality)) fprintf(f, "%.4g", quality);
-  fprintf(f, "\n");
-  fclose(f);
+  char quality[32];
+  format_number(quality, sizeof quality, "%.4g", number_or_nan(j, "forget_quality"));
+  fprintf(f, "\nModel utility: %.4f. Forget quality: %s\n", number_or_nan(j, "model_utility"),
+          quality);
+  cJSON_Delete(j);
+  return fclose(f) == 0 ? 0 : -1;
+}
+
+static int write_outputs(const cli *c, const char *json, asu_error *err) {
+  FILE *f = c->json ? fopen(c->json, "w") : stdout;
+  if (!f) return asu_error_set(err, ASU_ERR_IO, "cannot write %s", c->json);
+  fprintf(f, "%s\n", json);
+  if (c->json && fclose(f) != 0) return asu_error_set(err, ASU_ERR_IO, "cannot write %s", c->json);
+  if (c->markdown && write_markdown(c->markdown, json) != 0)
+    return asu_error_set(err, ASU_ERR_IO, "cannot write %s", c->markdown);
+  return ASU_OK;
 }
 
 /* ---- Main ---- */
-
-static int run(const cli *c, asu_model *m, const asu_lora *lora, asu_error *err) {
-  split_spec specs[] = {{"forget", c->forget, true, false, false},
-                        {"retain", "retain", false, false, false},
-                        {"real_authors", "real_authors", false, true, false},
-                        {"world_facts", "world_facts", false, true, false},
-                        {"unprotected", c->unprotected, false, false, true}};
-  enum { MAX_SPLITS = 5 };
-  const size_t N_SPLITS = c->unprotected ? 5 : 4;
-  eval_result results[MAX_SPLITS] = {0};
-  eval_vocabulary vocabulary = {0};
-  eval_options o = {.model = m, .adapter = lora, .max_tokens = c->max_tokens};
-  int rc = c->vocabulary ? eval_load_vocabulary(c->vocabulary, &vocabulary, err) : ASU_OK;
-  if (c->vocabulary) o.vocabulary = &vocabulary;
-  for (size_t i = 0; i < N_SPLITS && !rc; i++) {
-    char path[4096];
-    if (specs[i].plain) snprintf(path, sizeof path, "%s", specs[i].file);
-    else snprintf(path, sizeof path, "%s/%s_perturbed.jsonl", c->tofu, specs[i].file);
-    eval_split split = {.name = specs[i].name, .forget = specs[i].forget,
-                        .options = specs[i].options, .plain = specs[i].plain};
-    rc = eval_load_split(path, c->limit, &split, err);
-    if (!rc) rc = eval_measure(&o, &split, &results[i], err);
-    if (!rc)
-      asu_log_info("%s: %zu questions, probability %.4f, ROUGE-L %.4f, truth ratio %.4f",
-                   specs[i].name, split.count, results[i].probability, results[i].rouge_l,
-                   results[i].truth_ratio);
-    eval_split_free(&split);
-  }
-  /* Model utility: harmonic mean of the three measures on the three retain-like splits. */
-  double parts[9];
-  for (size_t i = 1; i < 4; i++) {
-    parts[3 * (i - 1)] = results[i].probability;
-    parts[3 * (i - 1) + 1] = results[i].rouge_l;
-    parts[3 * (i - 1) + 2] = results[i].truth_ratio;
-  }
-  double utility = rc ? NAN : asu_harmonic_mean(parts, 9), quality = NAN;
-  if (!rc && c->reference) {
-    size_t n = 0;
-    double *ref = reference_ratios(c->reference, &n, err);
-    if (!ref) rc = err->code;
-    else quality = asu_ks_2samp(results[0].ratios, results[0].count, ref, n, NULL);
-    free(ref);
-  }
-  if (!rc) {
-    cJSON *j = cJSON_CreateObject(), *splits = cJSON_AddObjectToObject(j, "splits");
-    for (size_t i = 0; i < N_SPLITS; i++)
-      cJSON_AddItemToObject(splits, specs[i].name, split_json(&results[i]));
-    cJSON_AddNumberToObject(j, "model_utility", utility);
-    if (!isnan(quality)) cJSON_AddNumberToObject(j, "forget_quality", quality);
-    if (c->unprotected) cJSON_AddNumberToObject(j, "selectivity", results[4].rouge_l);
-    char *text = cJSON_Print(j);
-    FILE *f = c->json ? fopen(c->json, "w") : stdout;
-    if (f && text) fprintf(f, "%s\n", text);
-    if (f && c->json) fclose(f);
-    if (!f) rc = asu_error_set(err, ASU_ERR_IO, "cannot write %s", c->json);
-    free(text);
-    cJSON_Delete(j);
-    if (c->markdown) write_markdown(c->markdown, specs, results, N_SPLITS, utility, quality);
-  }
-  for (size_t i = 0; i < N_SPLITS; i++) eval_result_free(&results[i]);
-  eval_vocabulary_free(&vocabulary);
-  return rc;
-}
 
 int main(int argc, char **argv) {
   cli c;
@@ -245,11 +152,19 @@ int main(int argc, char **argv) {
   asu_error_clear(&err);
   asu_model *m = NULL;
   asu_lora *lora = NULL;
+  char *json = NULL;
   int rc = asu_model_load(c.model, c.device, &m, &err);
   if (!rc && c.adapter && (rc = asu_lora_load(m, c.adapter, &lora, &err)))
     asu_error_wrap(&err, "adapter %s: ", c.adapter);
-  if (!rc) rc = run(&c, m, lora, &err);
+  asu_tofu_eval_options o = {
+      .tofu_dir = c.tofu, .forget_split = c.forget, .reference_path = c.reference,
+      .unprotected_path = c.unprotected, .vocabulary_path = c.vocabulary,
+      .max_tokens = c.max_tokens, .limit = c.limit,
+  };
+  if (!rc) rc = asu_tofu_eval(m, lora, &o, &json, &err);
+  if (!rc) rc = write_outputs(&c, json, &err);
   if (rc) fprintf(stderr, "asu-eval: %s\n", err.message);
+  free(json);
   asu_lora_destroy(lora);
   asu_model_destroy(m);
   return rc ? 1 : 0;

@@ -7,7 +7,7 @@
 
 #include <cjson/cJSON.h>
 
-#include "eval.h"
+#include "eval_internal.h"
 
 static int compare_words(const void *a, const void *b) {
   return strcmp(*(char *const *)a, *(char *const *)b);

@@ -8,7 +8,8 @@
 #include <cjson/cJSON.h>
 
 #include "asu_metrics.h"
-#include "eval.h"
+#include "eval_internal.h"
+#include "utf8.h"
 
 static int compare_strings(const void *a, const void *b) {
   return strcmp(*(char *const *)a, *(char *const *)b);
@@ -186,6 +187,20 @@ static int collect_indexed(void *user, size_t index, int32_t token, const char *
   return collect(&answers[index], token, piece, len);
 }
 
+/* Replaces bytes that are not valid UTF-8 in a's text with U+FFFD: byte-fallback tokens can
+   end an answer inside a character or form no character at all, and JSON needs valid text. */
+static int make_valid_utf8(answer_text *a, asu_error *err) {
+  char *valid = malloc(3 * (a->len + 4) + 1);
+  if (!valid) return asu_error_set(err, ASU_ERR_NOMEM, "out of memory");
+  asu_utf8_joiner joiner = {0};
+  size_t n = asu_utf8_join(&joiner, a->text, a->len, true, valid);
+  free(a->text);
+  a->text = valid;
+  a->len = n;
+  a->cap = 3 * (a->len + 4) + 1;
+  return ASU_OK;
+}
+
 /* The greedy answers to every question of s, generated together. */
 static int greedy_answers(const eval_options *o, const eval_split *s, answer_text *answers,
                           asu_error *err) {
@@ -201,6 +216,7 @@ static int greedy_answers(const eval_options *o, const eval_split *s, answer_tex
   if (!rc)
     rc = asu_generate_greedy_batch(o->model, o->adapter, (const char *const *)prompts, s->count,
                                    o->max_tokens, collect_indexed, answers, err);
+  for (size_t i = 0; !rc && i < s->count; i++) rc = make_valid_utf8(&answers[i], err);
   for (size_t i = 0; prompts && i < s->count; i++) free(prompts[i]);
   free(prompts);
   return rc;

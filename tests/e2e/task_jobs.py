@@ -1,4 +1,4 @@
-"""Finetune jobs through asu-server, with Debian's python3-grpcio as the client:
+"""Finetune and evaluation jobs through asu-server, with Debian's python3-grpcio as the client:
 
 - StartFinetune trains a copy of the served model and writes a new GGUF file under the data
   root; the served model answers as before, and a second server on the new file answers the
@@ -6,13 +6,18 @@
 - bad requests fail with the field named: no data, an existing file, a path out of the data root,
   a missing folder, a name without ".gguf", a server without a data root;
 - a cancelled finetune job leaves no file behind, and one stopped by SIGTERM is INTERRUPTED
-  after a restart and writes its file once resumed.
+  after a restart and writes its file once resumed;
+- StartEvaluation measures the served model on TOFU files under the data root: its result
+  equals what asu-eval prints for the same files and settings, and bad paths, splits and
+  adapters fail with the field named.
 
-usage: finetune_job.py --server BIN --model GGUF --proto DIR
+usage: task_jobs.py --server BIN --eval BIN --model GGUF --tofu DIR --proto DIR
 """
 
 import argparse
+import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -148,15 +153,84 @@ def check_resume(args, pb, work, root):
         server.stop()
 
 
+SPLITS = ["forget01", "retain", "real_authors", "world_facts"]
+
+
+def copy_tofu(tofu, root):
+    """The first three questions of every split, under the data root."""
+    os.makedirs(os.path.join(root, "tofu"))
+    os.makedirs(os.path.join(root, "results"))
+    for split in SPLITS:
+        name = split + "_perturbed.jsonl"
+        with open(os.path.join(tofu, name)) as f:
+            lines = f.readlines()[:3]
+        with open(os.path.join(root, "tofu", name), "w") as f:
+            f.writelines(lines)
+    with open(os.path.join(tofu, "full.jsonl")) as f:
+        lines = f.readlines()[2000:2003]
+    with open(os.path.join(root, "unprotected.jsonl"), "w") as f:
+        f.writelines(lines)
+
+
+def check_evaluation(args, pb, c, root, work):
+    job = c.unary("StartEvaluation", pb.StartEvaluationRequest(
+        adapter="none", tofu_path="tofu", limit=2, max_tokens=24,
+        unprotected_path="unprotected.jsonl", output_path="results/base.json"), pb.Job)
+    check(job.method == "evaluate" and job.total_steps == 5,
+          "the evaluation job has one step per split (%s, %d)" % (job.method, job.total_steps))
+    done = finish(c, pb, job.id)
+    check(done.state == pb.Job.SUCCEEDED and done.step == 5,
+          "the evaluation job succeeds (%s, step %d)" % (done.error, done.step))
+    if done.state != pb.Job.SUCCEEDED:
+        return
+    summary_json = json.loads(done.result)
+    check(sorted(summary_json["splits"]) == ["forget", "real_authors", "retain", "unprotected",
+                                             "world_facts"] and summary_json["adapter"] == "",
+          "the result names every split and the model alone")
+    check("generated" not in summary_json["splits"]["forget"], "the result leaves out answers")
+    with open(os.path.join(root, "results", "base.json")) as f:
+        full = json.load(f)
+    cli_path = os.path.join(work, "cli.json")
+    subprocess.run([args.eval, "--model", args.model, "--tofu", os.path.join(root, "tofu"),
+                    "--limit", "2", "--max-tokens", "24", "--unprotected",
+                    os.path.join(root, "unprotected.jsonl"), "--json", cli_path],
+                   check=True, stderr=subprocess.DEVNULL)
+    with open(cli_path) as f:
+        cli = json.load(f)
+    check(full == cli, "the job's full result equals asu-eval's for the same files")
+    check(summary_json["selectivity"] == cli["selectivity"]
+          and summary_json["model_utility"] == cli["model_utility"],
+          "the summary's selectivity and utility are asu-eval's")
+
+
+def check_bad_evaluations(pb, c):
+    bad = [({}, grpc.StatusCode.INVALID_ARGUMENT, "tofu_path"),
+           ({"tofu_path": "../"}, grpc.StatusCode.PERMISSION_DENIED, "tofu_path"),
+           ({"tofu_path": "nope"}, grpc.StatusCode.NOT_FOUND, "nope"),
+           ({"tofu_path": "tofu", "forget_split": "forget02"}, grpc.StatusCode.INVALID_ARGUMENT,
+            "forget_split"),
+           ({"tofu_path": "tofu", "adapter": "ghost"}, grpc.StatusCode.NOT_FOUND, "ghost"),
+           ({"tofu_path": "tofu", "reference_path": "missing.json"}, grpc.StatusCode.NOT_FOUND,
+            "reference_path"),
+           ({"tofu_path": "tofu", "output_path": "results/base.json"},
+            grpc.StatusCode.ALREADY_EXISTS, "exists"),
+           ({"tofu_path": "tofu", "max_tokens": 5000}, grpc.StatusCode.RESOURCE_EXHAUSTED,
+            "max_tokens")]
+    for fields, code, needle in bad:
+        expect_code(lambda: c.unary("StartEvaluation", pb.StartEvaluationRequest(**fields), pb.Job),
+                    code, "StartEvaluation %s" % fields, needle)
+
+
 def main():
     ap = argparse.ArgumentParser()
-    for name in ("server", "model", "proto"):
+    for name in ("server", "eval", "model", "tofu", "proto"):
         ap.add_argument("--" + name, required=True)
     args = ap.parse_args()
-    work = tempfile.mkdtemp(prefix="asu-finetune.")
+    work = tempfile.mkdtemp(prefix="asu-tasks.")
     pb = build_messages(args.proto, work)
     root = os.path.join(work, "root")
     os.makedirs(os.path.join(root, "models"))
+    copy_tofu(args.tofu, root)
     server = Server(args.server, args.model, os.path.join(work, "adapters"),
                     os.path.join(work, "server.log"), extra=["--data-root", root])
     try:
@@ -164,12 +238,14 @@ def main():
         out = check_finetune(args, pb, c, root, work)
         check_bad_requests(pb, c, out)
         check_cancel(pb, c, root)
+        check_evaluation(args, pb, c, root, work)
+        check_bad_evaluations(pb, c)
         check(server.stop() == 0, "the server exits 0 on SIGTERM")
         check_resume(args, pb, work, root)
     finally:
         server.stop()
         clean_up(work)
-    return summary("finetune job")
+    return summary("task jobs")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
-/* asu-eval: the TOFU metrics of a model, with or without an adapter. eval_split.c measures one
-   split, eval_main.c reads the options and writes the JSON object and the Markdown table. */
-#ifndef ASU_EVAL_H
-#define ASU_EVAL_H
+/* The parts of the TOFU evaluation (asu_tofu_eval.h): eval_split.c measures one split,
+   eval_vocabulary.c reads the reference vocabulary, tofu_eval.c puts the splits together. */
+#ifndef ASU_EVAL_INTERNAL_H
+#define ASU_EVAL_INTERNAL_H
 
 #include <stdbool.h>
 #include <stddef.h>
