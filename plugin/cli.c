@@ -10,13 +10,11 @@
 #include "asu.pb-c.h"
 #include "asu_dataset.h"
 #include "client_rpc.h"
+#include "cli.h"
 #include "fsutil.h"
 #include "rpc.h"
 
-#define SERVICE "/asu.v1.Asu/"
-
-/* Exit statuses: 0 success, 1 a failed call or job, 2 bad usage. */
-enum { EXIT_CALL = 1, EXIT_USAGE = 2 };
+/* Exit statuses: 0 success, EXIT_CALL for a failed call or job, EXIT_USAGE for bad usage. */
 
 static const char *usage_text =
     "usage: asu [--server HOST:PORT] [--tls-ca FILE] COMMAND [ARGS]\n"
@@ -27,19 +25,22 @@ static const char *usage_text =
     "          [--temperature-attn TAU] [--steps N] [--lr X]\n"
     "          [--rank R] [--continual] [--activate] [--wait]\n"
     "  finetune --data FILE --out PATH.gguf [--steps N] [--lr X] [--wait]\n"
+    "  evaluate --tofu PATH [--adapter NAME] [--forget SPLIT] [--limit N] [--max-tokens N]\n"
+    "           [--reference PATH] [--unprotected PATH] [--vocabulary PATH] [--out PATH.json]\n"
+    "           [--wait]\n"
     "  watch JOB | job JOB | cancel JOB | resume JOB | jobs\n"
     "  adapters | activate NAME | deactivate\n"
     "The default server is 127.0.0.1:50051. --tls-ca FILE connects with TLS, trusting the PEM\n"
     "certificates in FILE. ASU_AUTH_TOKEN, when set, is sent as the bearer token.\n";
 
-static int usage_error(const char *fmt, const char *arg) {
+int cli_usage_error(const char *fmt, const char *arg) {
   fprintf(stderr, "asu: ");
   fprintf(stderr, fmt, arg);
   fprintf(stderr, "\n%s", usage_text);
   return EXIT_USAGE;
 }
 
-static int call_error(const asu_client_status *st) {
+int cli_call_error(const asu_client_status *st) {
   fprintf(stderr, "asu: %s: %s\n", asu_rpc_status_name(st->code), st->message);
   return EXIT_CALL;
 }
@@ -53,14 +54,14 @@ static bool parse_u64(const char *s, uint64_t *out) {
   return true;
 }
 
-static bool parse_u32(const char *s, uint32_t *out) {
+bool cli_parse_u32(const char *s, uint32_t *out) {
   uint64_t v;
   if (!parse_u64(s, &v) || v > UINT32_MAX) return false;
   *out = (uint32_t)v;
   return true;
 }
 
-static bool parse_float(const char *s, float *out) {
+bool cli_parse_float(const char *s, float *out) {
   char *end;
   float v = strtof(s, &end);
   if (!*s || *end) return false;
@@ -100,22 +101,22 @@ static int cmd_generate(asu_client *c, int argc, char **argv) {
     switch (o) {
     case 'a': req.adapter = optarg; break;
     case 'n':
-      if (!parse_u32(optarg, &req.max_tokens)) return usage_error("invalid --max-tokens value: %s (expected an integer in 0..4096, 0 for the server default of 256)", optarg);
+      if (!cli_parse_u32(optarg, &req.max_tokens)) return cli_usage_error("invalid --max-tokens value: %s (expected an integer in 0..4096, 0 for the server default of 256)", optarg);
       break;
     case 't':
-      if (!parse_float(optarg, &req.temperature))
-        return usage_error("invalid --temperature value: %s", optarg);
+      if (!cli_parse_float(optarg, &req.temperature))
+        return cli_usage_error("invalid --temperature value: %s", optarg);
       break;
     case 'p':
-      if (!parse_float(optarg, &req.top_p)) return usage_error("invalid --top-p value: %s (expected a number in (0, 1])", optarg);
+      if (!cli_parse_float(optarg, &req.top_p)) return cli_usage_error("invalid --top-p value: %s (expected a number in (0, 1])", optarg);
       break;
     case 's':
-      if (!parse_u64(optarg, &req.seed)) return usage_error("invalid --seed value: %s (expected an unsigned integer)", optarg);
+      if (!parse_u64(optarg, &req.seed)) return cli_usage_error("invalid --seed value: %s (expected an unsigned integer)", optarg);
       break;
-    default: return usage_error("%s", "invalid generate option");
+    default: return cli_usage_error("%s", "invalid generate option");
     }
   }
-  if (optind != argc - 1) return usage_error("%s", "generate takes one PROMPT");
+  if (optind != argc - 1) return cli_usage_error("%s", "generate takes one PROMPT");
   req.prompt = argv[optind];
 
   gen_out g = {false};
@@ -124,7 +125,7 @@ static int cmd_generate(asu_client *c, int argc, char **argv) {
                              &asu__v1__generate_response__descriptor, print_piece, &g, &st);
   if (g.any && isatty(STDOUT_FILENO)) putchar('\n');
   fflush(stdout);
-  return rc == 0 ? 0 : call_error(&st);
+  return rc == 0 ? 0 : cli_call_error(&st);
 }
 
 /* ---- jobs ---- */
@@ -153,6 +154,7 @@ static void print_job(FILE *f, const Asu__V1__Job *j) {
           j->forget_loss, j->retain_loss, j->heldout_nll);
   if (j->adapter_version) fprintf(f, "adapter_version: %u\n", j->adapter_version);
   if (j->output_path[0]) fprintf(f, "output_path: %s\n", j->output_path);
+  if (j->result[0]) fprintf(f, "result: %s\n", j->result);
   if (j->start_adapter[0])
     fprintf(f, "builds_on: %s version %u\n", j->start_adapter, j->start_version);
   if (j->error[0]) fprintf(f, "error: %s\n", j->error);
@@ -202,7 +204,7 @@ static int on_job(void *user, const ProtobufCMessage *msg) {
 }
 
 /* Watches a job until it ends or is interrupted; 0 only when it succeeded. */
-static int watch(asu_client *c, const char *id) {
+int cli_watch(asu_client *c, const char *id) {
   Asu__V1__JobRequest req = ASU__V1__JOB_REQUEST__INIT;
   req.job_id = (char *)id;
   watch_state w;
@@ -212,7 +214,7 @@ static int watch(asu_client *c, const char *id) {
   int rc = asu_client_stream(c, SERVICE "WatchJob", &req.base, &asu__v1__job__descriptor, on_job,
                              &w, &st);
   if (w.bar_open) fputc('\n', stderr);
-  if (rc != 0) return call_error(&st);
+  if (rc != 0) return cli_call_error(&st);
   if (!terminal(w.last_state)) {
     fprintf(stderr, "asu: job %s: the watch ended in state %s\n", id, state_name(w.last_state));
     return EXIT_CALL;
@@ -231,181 +233,13 @@ static int watch(asu_client *c, const char *id) {
   return EXIT_CALL;
 }
 
-static int load_examples(const char *path, const char *what, Asu__V1__Example ***out,
-                         size_t *n, asu_dataset *ds) {
-  asu_error err;
-  asu_error_clear(&err);
-  if (asu_dataset_load(path, ds, &err) != ASU_OK) {
-    /* The loader's message starts with the path already. */
-    fprintf(stderr, "asu: %s file: %s\n", what, err.message);
-    return -1;
-  }
-  *out = NULL;
-  *n = 0;
-  if (ds->count == 0 && strcmp(what, "heldout") != 0) {
-    fprintf(stderr, "asu: %s file %s has no examples; give at least one JSON object a line\n",
-            what, path);
-    return -1;
-  }
-  if (ds->count == 0) return 0;
-  Asu__V1__Example *items = calloc(ds->count, sizeof *items);
-  Asu__V1__Example **ptrs = calloc(ds->count, sizeof *ptrs);
-  if (!items || !ptrs) {
-    free(items);
-    free(ptrs);
-    fprintf(stderr, "asu: out of memory\n");
-    return -1;
-  }
-  for (size_t i = 0; i < ds->count; i++) {
-    asu__v1__example__init(&items[i]);
-    items[i].question = ds->examples[i].question ? ds->examples[i].question : "";
-    items[i].answer = ds->examples[i].answer ? ds->examples[i].answer : "";
-    ptrs[i] = &items[i];
-  }
-  *out = ptrs;
-  *n = ds->count;
-  return 0;
-}
-
-/* The examples of one list were allocated as one block, starting at ptrs[0]. */
-static void free_examples(Asu__V1__Example **ptrs) {
-  if (!ptrs) return;
-  free(ptrs[0]);
-  free(ptrs);
-}
-
-static int cmd_unlearn(asu_client *c, int argc, char **argv) {
-  Asu__V1__StartUnlearningRequest req = ASU__V1__START_UNLEARNING_REQUEST__INIT;
-  const char *forget = NULL, *retain = NULL, *heldout = NULL;
-  bool wait = false;
-  static const struct option opts[] = {{"name", required_argument, NULL, 'N'},
-                                       {"forget", required_argument, NULL, 'f'},
-                                       {"retain", required_argument, NULL, 'r'},
-                                       {"heldout", required_argument, NULL, 'h'},
-                                       {"method", required_argument, NULL, 'm'},
-                                       {"temperature-attn", required_argument, NULL, 't'},
-                                       {"steps", required_argument, NULL, 's'},
-                                       {"lr", required_argument, NULL, 'l'},
-                                       {"rank", required_argument, NULL, 'R'},
-                                       {"activate", no_argument, NULL, 'a'},
-                                       {"continual", no_argument, NULL, 'c'},
-                                       {"wait", no_argument, NULL, 'w'},
-                                       {NULL, 0, NULL, 0}};
-  int o;
-  while ((o = getopt_long(argc, argv, "+", opts, NULL)) != -1) {
-    switch (o) {
-    case 'N': req.adapter_name = optarg; break;
-    case 'f': forget = optarg; break;
-    case 'r': retain = optarg; break;
-    case 'h': heldout = optarg; break;
-    case 'm': req.method = optarg; break;
-    case 't':
-      if (!parse_float(optarg, &req.tau)) return usage_error("invalid --temperature-attn value: %s", optarg);
-      break;
-    case 's':
-      if (!parse_u32(optarg, &req.steps) || req.steps == 0)
-        return usage_error("invalid --steps value: %s (expected a positive integer)", optarg);
-      break;
-    case 'l':
-      if (!parse_float(optarg, &req.learning_rate)) return usage_error("invalid --lr value: %s", optarg);
-      break;
-    case 'R':
-      if (!parse_u32(optarg, &req.lora_rank) || req.lora_rank == 0)
-        return usage_error("invalid --rank value: %s (expected an integer in 1..256)", optarg);
-      break;
-    case 'a': req.activate_on_success = 1; break;
-    case 'c': req.continual = 1; break;
-    case 'w': wait = true; break;
-    default: return usage_error("%s", "invalid unlearn option");
-    }
-  }
-  if (optind != argc) return usage_error("unexpected argument %s", argv[optind]);
-  if (!req.adapter_name[0]) return usage_error("%s", "unlearn needs --name");
-  if (!forget || !retain) return usage_error("%s", "unlearn needs --forget and --retain");
-
-  asu_dataset fds = {0}, rds = {0}, hds = {0};
-  int rc = EXIT_CALL;
-  if (load_examples(forget, "forget", &req.forget, &req.n_forget, &fds) != 0 ||
-      load_examples(retain, "retain", &req.retain, &req.n_retain, &rds) != 0 ||
-      (heldout && load_examples(heldout, "heldout", &req.heldout, &req.n_heldout, &hds) != 0))
-    goto done;
-  ProtobufCMessage *resp = NULL;
-  asu_client_status st;
-  if (asu_client_unary(c, SERVICE "StartUnlearning", &req.base, &asu__v1__job__descriptor, &resp,
-                       &st) != 0) {
-    rc = call_error(&st);
-    goto done;
-  }
-  Asu__V1__Job *job = (Asu__V1__Job *)resp;
-  printf("%s\n", job->id);
-  fflush(stdout);
-  rc = wait ? watch(c, job->id) : 0;
-  protobuf_c_message_free_unpacked(resp, NULL);
-done:
-  free_examples(req.forget);
-  free_examples(req.retain);
-  free_examples(req.heldout);
-  asu_dataset_free(&fds);
-  asu_dataset_free(&rds);
-  asu_dataset_free(&hds);
-  return rc;
-}
-
-static int cmd_finetune(asu_client *c, int argc, char **argv) {
-  Asu__V1__StartFinetuneRequest req = ASU__V1__START_FINETUNE_REQUEST__INIT;
-  const char *data = NULL;
-  bool wait = false;
-  static const struct option opts[] = {{"data", required_argument, NULL, 'd'},
-                                       {"out", required_argument, NULL, 'o'},
-                                       {"steps", required_argument, NULL, 's'},
-                                       {"lr", required_argument, NULL, 'l'},
-                                       {"wait", no_argument, NULL, 'w'},
-                                       {NULL, 0, NULL, 0}};
-  int o;
-  while ((o = getopt_long(argc, argv, "+", opts, NULL)) != -1) {
-    switch (o) {
-    case 'd': data = optarg; break;
-    case 'o': req.output_path = optarg; break;
-    case 's':
-      if (!parse_u32(optarg, &req.steps) || req.steps == 0)
-        return usage_error("invalid --steps value: %s (expected a positive integer)", optarg);
-      break;
-    case 'l':
-      if (!parse_float(optarg, &req.learning_rate)) return usage_error("invalid --lr value: %s", optarg);
-      break;
-    case 'w': wait = true; break;
-    default: return usage_error("%s", "invalid finetune option");
-    }
-  }
-  if (optind != argc) return usage_error("unexpected argument %s", argv[optind]);
-  if (!data || !req.output_path[0]) return usage_error("%s", "finetune needs --data and --out");
-  asu_dataset ds = {0};
-  int rc = EXIT_CALL;
-  if (load_examples(data, "data", &req.data, &req.n_data, &ds) != 0) goto done;
-  ProtobufCMessage *resp = NULL;
-  asu_client_status st;
-  if (asu_client_unary(c, SERVICE "StartFinetune", &req.base, &asu__v1__job__descriptor, &resp,
-                       &st) != 0) {
-    rc = call_error(&st);
-    goto done;
-  }
-  printf("%s\n", ((Asu__V1__Job *)resp)->id);
-  fflush(stdout);
-  rc = wait ? watch(c, ((Asu__V1__Job *)resp)->id) : 0;
-  protobuf_c_message_free_unpacked(resp, NULL);
-done:
-  free_examples(req.data);
-  asu_dataset_free(&ds);
-  return rc;
-}
-
-static int cmd_job(asu_client *c, const char *method, const char *id) {
+int cli_job(asu_client *c, const char *method, const char *id) {
   Asu__V1__JobRequest req = ASU__V1__JOB_REQUEST__INIT;
   req.job_id = (char *)id;
   ProtobufCMessage *resp = NULL;
   asu_client_status st;
   if (asu_client_unary(c, method, &req.base, &asu__v1__job__descriptor, &resp, &st) != 0)
-    return call_error(&st);
+    return cli_call_error(&st);
   Asu__V1__Job *j = (Asu__V1__Job *)resp;
   if (strcmp(method, SERVICE "GetJob")) printf("%s %s\n", j->id, state_name(j->state));
   else print_job(stdout, j);
@@ -419,7 +253,7 @@ static int cmd_jobs(asu_client *c) {
   asu_client_status st;
   if (asu_client_unary(c, SERVICE "ListJobs", &req.base, &asu__v1__list_jobs_response__descriptor,
                        &resp, &st) != 0)
-    return call_error(&st);
+    return cli_call_error(&st);
   Asu__V1__ListJobsResponse *r = (Asu__V1__ListJobsResponse *)resp;
   for (size_t i = 0; i < r->n_jobs; i++)
     printf("%s %s %s %u/%u\n", r->jobs[i]->id, r->jobs[i]->adapter_name,
@@ -436,7 +270,7 @@ static int cmd_adapters(asu_client *c) {
   asu_client_status st;
   if (asu_client_unary(c, SERVICE "ListAdapters", &req.base,
                        &asu__v1__list_adapters_response__descriptor, &resp, &st) != 0)
-    return call_error(&st);
+    return cli_call_error(&st);
   Asu__V1__ListAdaptersResponse *r = (Asu__V1__ListAdaptersResponse *)resp;
   for (size_t i = 0; i < r->n_adapters; i++)
     printf("%s %u %s\n", r->adapters[i]->name, r->adapters[i]->version,
@@ -452,7 +286,7 @@ static int cmd_activate(asu_client *c, const char *name) {
   asu_client_status st;
   if (asu_client_unary(c, SERVICE "ActivateAdapter", &req.base, &asu__v1__adapter__descriptor,
                        &resp, &st) != 0)
-    return call_error(&st);
+    return cli_call_error(&st);
   Asu__V1__Adapter *a = (Asu__V1__Adapter *)resp;
   printf("%s %u %s\n", a->name, a->version, a->active ? "active" : "inactive");
   protobuf_c_message_free_unpacked(resp, NULL);
@@ -465,7 +299,7 @@ static int cmd_deactivate(asu_client *c) {
   asu_client_status st;
   if (asu_client_unary(c, SERVICE "DeactivateAdapter", &req.base,
                        &asu__v1__deactivate_adapter_response__descriptor, &resp, &st) != 0)
-    return call_error(&st);
+    return cli_call_error(&st);
   Asu__V1__DeactivateAdapterResponse *r = (Asu__V1__DeactivateAdapterResponse *)resp;
   printf("previous: %s\n", r->previous[0] ? r->previous : "none");
   protobuf_c_message_free_unpacked(resp, NULL);
@@ -476,20 +310,21 @@ static int run_command(asu_client *c, int argc, char **argv) {
   const char *cmd = argv[0];
   optind = 1;
   if (!strcmp(cmd, "generate")) return cmd_generate(c, argc, argv);
-  if (!strcmp(cmd, "unlearn")) return cmd_unlearn(c, argc, argv);
-  if (!strcmp(cmd, "finetune")) return cmd_finetune(c, argc, argv);
+  if (!strcmp(cmd, "unlearn")) return cli_unlearn(c, argc, argv);
+  if (!strcmp(cmd, "finetune")) return cli_finetune(c, argc, argv);
+  if (!strcmp(cmd, "evaluate")) return cli_evaluate(c, argc, argv);
   if (!strcmp(cmd, "watch") || !strcmp(cmd, "job") || !strcmp(cmd, "cancel") ||
       !strcmp(cmd, "resume")) {
-    if (argc != 2) return usage_error("%s takes one JOB", cmd);
-    if (!strcmp(cmd, "watch")) return watch(c, argv[1]);
-    if (!strcmp(cmd, "resume")) return cmd_job(c, SERVICE "ResumeJob", argv[1]);
-    return cmd_job(c, !strcmp(cmd, "job") ? SERVICE "GetJob" : SERVICE "CancelJob", argv[1]);
+    if (argc != 2) return cli_usage_error("%s takes one JOB", cmd);
+    if (!strcmp(cmd, "watch")) return cli_watch(c, argv[1]);
+    if (!strcmp(cmd, "resume")) return cli_job(c, SERVICE "ResumeJob", argv[1]);
+    return cli_job(c, !strcmp(cmd, "job") ? SERVICE "GetJob" : SERVICE "CancelJob", argv[1]);
   }
   if (!strcmp(cmd, "jobs") && argc == 1) return cmd_jobs(c);
   if (!strcmp(cmd, "adapters") && argc == 1) return cmd_adapters(c);
   if (!strcmp(cmd, "activate") && argc == 2) return cmd_activate(c, argv[1]);
   if (!strcmp(cmd, "deactivate") && argc == 1) return cmd_deactivate(c);
-  return usage_error("unknown command or wrong arguments: %s", cmd);
+  return cli_usage_error("unknown command or wrong arguments: %s", cmd);
 }
 
 int main(int argc, char **argv) {
