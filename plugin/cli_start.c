@@ -156,6 +156,7 @@ int cli_finetune(asu_client *c, int argc, char **argv) {
   }
   if (optind != argc) return cli_usage_error("unexpected argument %s", argv[optind]);
   if (!data || !req.output_path[0]) return cli_usage_error("%s", "finetune needs --data and --out");
+
   asu_dataset ds = {0};
   int rc = EXIT_CALL;
   if (load_examples(data, "data", &req.data, &req.n_data, &ds) != 0) goto done;
@@ -213,6 +214,7 @@ int cli_evaluate(asu_client *c, int argc, char **argv) {
   }
   if (optind != argc) return cli_usage_error("unexpected argument %s", argv[optind]);
   if (!req.tofu_path[0]) return cli_usage_error("%s", "evaluate needs --tofu");
+
   ProtobufCMessage *resp = NULL;
   asu_client_status st;
   if (asu_client_unary(c, SERVICE "StartEvaluation", &req.base, &asu__v1__job__descriptor,

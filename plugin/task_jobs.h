@@ -1,6 +1,6 @@
-/* The jobs other than unlearning. Finetune jobs train a copy of the served model and write it
-   as a new GGUF file; evaluation jobs measure the served model by the TOFU metrics. The served
-   model keeps serving, unchanged, in both. */
+/* The jobs other than unlearning. A finetune job trains a copy of the served model and writes
+   it as a new GGUF file. An evaluation job measures the served model by the TOFU metrics. The
+   served model keeps serving, unchanged, during both. */
 #ifndef ASU_TASK_JOBS_H
 #define ASU_TASK_JOBS_H
 
