@@ -206,7 +206,7 @@ def main():
     from results_report import write_markdown, write_svg
     write_svg(os.path.join(args.out, "results.svg"), rows, path, METHODS[0][0])
     write_markdown(os.path.join(args.out, "results.md"), results)
-    print("wrote", os.path.join(args.out, "results.md"))
+    print("wrote", os.path.normpath(os.path.join(args.out, "results.md")))
     problems = check_outputs(args.out, results) if args.quick else []
     for problem in problems:
         print("FAIL:", problem)

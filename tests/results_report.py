@@ -3,6 +3,7 @@
 import math
 
 COMMAND = "python3 tests/results.py --build build --data ../shared/data"
+REFERENCE = "retain model"  # the row whose forget truth ratios are the KS reference
 
 
 def number(value, digits=3):
@@ -29,8 +30,9 @@ def method_table(results):
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, r in rows.items():
+        quality = "1 (the reference)" if name == REFERENCE else number(r["forget_quality"])
         lines.append("| %s | %s | %s | %s | %s%s | %s%s | %s | %s | %s | %s | %s |" % (
-            name, number(r["forget_quality"]), number(r["model_utility"]),
+            name, quality, number(r["model_utility"]),
             number(r["retain_utility"]), number(r["forget_rouge_l"]),
             change(r["forget_rouge_l"], base["forget_rouge_l"]) if name != "finetuned" else "",
             number(r["selectivity"]),
@@ -106,8 +108,9 @@ to %d tokens (docs/evaluation.md defines the metrics).
 - Forget quality: the KS-test p-value of the forget truth ratios against the retain model's.
   1 means indistinguishable from a model that never learned the forget authors.
 - Model utility: TOFU's harmonic mean over retain, real authors and world facts. The shared
-  model is too small to know real authors or world facts (ROUGE-L near 0 before and after
-  teaching), so it is 0 for every model here.
+  model is too small to know real authors or world facts: their ROUGE-L is near 0 before and
+  after teaching, so model utility is at most %.3f here, and 0 wherever one of its nine parts
+  is 0.
 - Retain utility: the same harmonic mean over the retain split alone, which the taught model
   does know.
 - Selectivity: ROUGE-L recall on the unprotected authors; the percentage is its change from
@@ -122,8 +125,9 @@ to %d tokens (docs/evaluation.md defines the metrics).
 
 ## Along the %s job
 
-Forget quality against retain utility after every %d steps of the first method (`results.svg`
-plots them beside every method's end point):
+Forget quality against retain utility after every %d steps of the first method. `results.svg`
+draws this path in blue, its inner points labelled with their step, from the finetuned model
+to the method's end point, beside every other model:
 
 %s
 
@@ -138,7 +142,8 @@ over both authors.
 %s
 """ % (COMMAND, total / 60.0, count(results, "unlearn "), count(results, "eval "),
        s["teach_steps"], s["teach_lr"], s["unlearn_steps"], s["eval_questions_per_split"],
-       s["eval_max_tokens"], method_table(results), list(s["methods"])[0],
+       s["eval_max_tokens"], max(r["model_utility"] for r in results["methods"].values()),
+       method_table(results), list(s["methods"])[0],
        results["steps"][1]["step"], steps_table(results), continual_table(results))
     with open(path, "w") as f:
         f.write(text)
@@ -150,14 +155,15 @@ WIDTH, HEIGHT, LEFT, RIGHT, TOP, BOTTOM = 720, 460, 80, 170, 30, 60
 
 
 def log_quality(q):
-    return math.log10(max(q if q is not None else 1e-30, 1e-30))
+    """log10 of a forget quality; the reference model's own is 1 by definition."""
+    return math.log10(max(q if q is not None else 1.0, 1e-30))
 
 
 def write_svg(path, rows, steps, followed):
-    points = [(name, r["retain_utility"], log_quality(r["forget_quality"]))
-              for name, r in rows.items()]
-    y_min = math.floor(min(p[2] for p in points + [("", 0, log_quality(s["forget_quality"]))
-                                                    for s in steps]))
+    points = [(name + (" (reference)" if name == REFERENCE else ""), r["retain_utility"],
+               log_quality(r["forget_quality"])) for name, r in rows.items()]
+    lowest = min([p[2] for p in points] + [log_quality(s["forget_quality"]) for s in steps])
+    y_min = min(-1, math.floor(lowest))
     x_max = max(0.05, max(p[1] for p in points)) * 1.1
 
     def sx(x):
@@ -173,10 +179,12 @@ def write_svg(path, rows, steps, followed):
     path_points = " ".join("%.1f,%.1f" % (sx(s["retain_utility"]), sy(log_quality(s["forget_quality"])))
                            for s in steps)
     out.append('<polyline points="%s" fill="none" stroke="#1f77b4" stroke-width="2"/>' % path_points)
-    for s in steps:
+    for i, s in enumerate(steps):
         x, y = sx(s["retain_utility"]), sy(log_quality(s["forget_quality"]))
         out.append('<circle cx="%.1f" cy="%.1f" r="3" fill="#1f77b4"/>' % (x, y))
-        out.append('<text x="%.1f" y="%.1f" fill="#1f77b4">step %d</text>' % (x - 20, y + 16, s["step"]))
+        if 0 < i < len(steps) - 1:
+            out.append('<text x="%.1f" y="%.1f" fill="#1f77b4" font-size="10">%d</text>'
+                       % (x - 4, y + 14, s["step"]))
     for name, x, y in points:
         color = "#d62728" if name == followed else "#444"
         out.append('<circle cx="%.1f" cy="%.1f" r="4" fill="%s"/>' % (sx(x), sy(y), color))
