@@ -83,7 +83,23 @@ static int check_options(const asu_tofu_eval_options *o, asu_error *err) {
   return ASU_OK;
 }
 
-/* Measures every split into results; *n receives how many there are. */
+/* Fails unless every split's file can be read. */
+static int check_files(const asu_tofu_eval_options *o, const split_spec *specs, size_t n,
+                       asu_error *err) {
+  for (size_t i = 0; i < n; i++) {
+    char path[4096];
+    if (specs[i].plain) snprintf(path, sizeof path, "%s", specs[i].file);
+    else snprintf(path, sizeof path, "%s/%s_perturbed.jsonl", o->tofu_dir, specs[i].file);
+    FILE *f = fopen(path, "r");
+    if (!f)
+      return asu_error_set(err, ASU_ERR_NOT_FOUND, "cannot open %s, the %s split; check the "
+                           "path", path, specs[i].name);
+    fclose(f);
+  }
+  return ASU_OK;
+}
+
+/* Measures every split into results. */
 static int measure_splits(asu_model *m, const asu_lora *lora, const asu_tofu_eval_options *o,
                           const split_spec *specs, size_t n, eval_result *results,
                           asu_error *err) {
@@ -135,15 +151,15 @@ int asu_tofu_eval(asu_model *m, const asu_lora *lora, const asu_tofu_eval_option
                                   {"unprotected", o->unprotected_path, false, false, true}};
   size_t n = o->unprotected_path ? 5 : 4;
   eval_result results[MAX_SPLITS] = {0};
-  rc = measure_splits(m, lora, o, specs, n, results, err);
+  /* Inputs are checked before minutes of measuring, not after. */
+  size_t ref_count = 0;
+  double *ref = o->reference_path ? reference_ratios(o->reference_path, &ref_count, err) : NULL;
+  if (o->reference_path && !ref) rc = err->code;
+  if (!rc) rc = check_files(o, specs, n, err);
+  if (!rc) rc = measure_splits(m, lora, o, specs, n, results, err);
   double quality = NAN;
-  if (!rc && o->reference_path) {
-    size_t count = 0;
-    double *ref = reference_ratios(o->reference_path, &count, err);
-    if (!ref) rc = err->code;
-    else quality = asu_ks_2samp(results[0].ratios, results[0].count, ref, count, NULL);
-    free(ref);
-  }
+  if (!rc && ref) quality = asu_ks_2samp(results[0].ratios, results[0].count, ref, ref_count, NULL);
+  free(ref);
   if (!rc) {
     cJSON *j = cJSON_CreateObject(), *splits = cJSON_AddObjectToObject(j, "splits");
     for (size_t i = 0; i < n; i++)

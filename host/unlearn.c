@@ -297,6 +297,11 @@ int asu_unlearn_tokens(asu_model *m, const asu_unlearn_config *cfg, const asu_to
   *out = NULL;
   int rc = check_config(cfg, err);
   if (rc) return rc;
+  uint32_t n_layers = m->cfg.n_layers;
+  if (n_layers < 64 && (cfg->tau_layers >> n_layers))
+    return asu_error_set(err, ASU_ERR_INVALID, "the smoothed layers (mask 0x%llx) name a layer "
+                         "past the model's last, %u", (unsigned long long)cfg->tau_layers,
+                         n_layers - 1);
   if (n_forget == 0 || n_forget > examples->count)
     return asu_error_set(err, ASU_ERR_INVALID, "the forget set is empty; give at least one "
                          "example to forget");

@@ -64,21 +64,23 @@ static int report_split(void *user, unsigned done, unsigned total, const char *n
   return p->on_progress(p->user, &progress);
 }
 
-/* The result without its per-question arrays, with the adapter measured. */
-static int summarise(const char *json, const asu_adapter_info *info, char *out, size_t size,
-                     asu_error *err) {
+/* The result with the adapter measured, whole into *full (malloc'd) and without its
+   per-question arrays into out. */
+static int summarise(const char *json, const asu_adapter_info *info, char **full, char *out,
+                     size_t size, asu_error *err) {
   cJSON *j = cJSON_Parse(json);
+  cJSON_AddStringToObject(j, "adapter", info->name);
+  cJSON_AddNumberToObject(j, "adapter_version", info->version);
+  *full = j ? cJSON_Print(j) : NULL;
   const cJSON *split;
   cJSON_ArrayForEach(split, cJSON_GetObjectItemCaseSensitive(j, "splits")) {
     cJSON_DeleteItemFromObjectCaseSensitive((cJSON *)split, "truth_ratios");
     cJSON_DeleteItemFromObjectCaseSensitive((cJSON *)split, "rouge_l_per_question");
     cJSON_DeleteItemFromObjectCaseSensitive((cJSON *)split, "generated");
   }
-  cJSON_AddStringToObject(j, "adapter", info->name);
-  cJSON_AddNumberToObject(j, "adapter_version", info->version);
   char *text = j ? cJSON_PrintUnformatted(j) : NULL;
   cJSON_Delete(j);
-  int rc = text && strlen(text) < size ? ASU_OK
+  int rc = *full && text && strlen(text) < size ? ASU_OK
                                        : asu_error_set(err, ASU_ERR_INTERNAL, "the evaluation "
                                                        "summary does not fit %zu bytes", size);
   if (!rc) snprintf(out, size, "%s", text);
@@ -117,8 +119,10 @@ int asu_evaluate_job_run(asu_model *served, asu_registry *reg, const asu_job_spe
   char *json = NULL;
   rc = asu_tofu_eval(served, lora, &o, &json, err);
   if (ref) asu_registry_unpin(reg, ref);
-  if (!rc) rc = summarise(json, &info, result, size, err);
-  if (!rc && spec->output_path[0]) rc = write_result(json, spec->output_path, job_id, err);
+  char *full = NULL;
+  if (!rc) rc = summarise(json, &info, &full, result, size, err);
+  if (!rc && spec->output_path[0]) rc = write_result(full, spec->output_path, job_id, err);
+  free(full);
   free(json);
   return rc;
 }

@@ -142,6 +142,14 @@ def main():
                          capture_output=True, text=True, timeout=60)
     check(bad.returncode == 2 and "forget02" in bad.stderr, "an unknown forget split: %s"
           % bad.stderr.strip())
+    # A missing reference or unprotected file fails before any split is measured.
+    for flag in ("--reference", "--unprotected"):
+        bad = subprocess.run([tool, "--model", model, "--tofu", tofu, flag,
+                              os.path.join(work, "missing.json")],
+                             capture_output=True, text=True, timeout=60)
+        check(bad.returncode == 1 and "missing.json" in bad.stderr
+              and "questions, probability" not in bad.stderr,
+              "a missing %s file fails before measuring: %s" % (flag, bad.stderr.strip()[-200:]))
     if FAILS:
         print("eval check: %d failures; files in %s" % (len(FAILS), work))
         return 1

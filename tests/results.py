@@ -66,6 +66,7 @@ class Run:
     def __init__(self, args):
         self.build = os.path.abspath(args.build)
         self.data = os.path.abspath(args.data)
+        self.quick = args.quick
         self.settings = dict(QUICK if args.quick else FULL)
         self.work = os.path.abspath(args.work) if args.work else tempfile.mkdtemp(prefix="asu-results.")
         os.makedirs(self.work, exist_ok=True)
@@ -179,7 +180,8 @@ def summary(ev, seconds=None):
 
 
 def mean(values):
-    return sum(values) / len(values) if values else float("nan")
+    """The mean, or None (JSON null) for no values."""
+    return sum(values) / len(values) if values else None
 
 
 def main():
@@ -266,7 +268,8 @@ def steps_path(run, finetuned, reference, rows):
 
 
 def settings(run):
-    return dict(run.settings, methods={tag: " ".join(options) for tag, options in METHODS})
+    return dict(run.settings, quick=run.quick,
+                methods={tag: " ".join(options) for tag, options in METHODS})
 
 
 if __name__ == "__main__":

@@ -76,6 +76,7 @@ def count(results, prefix):
 
 def write_markdown(path, results):
     s = results["settings"]
+    command = COMMAND + (" --quick" if s.get("quick") else "")
     total = sum(v for v in results["times"].values() if v)
     text = """# Results on the shared model
 
@@ -125,7 +126,7 @@ to %d tokens (docs/evaluation.md defines the metrics).
 
 ## Along the %s job
 
-Forget quality against retain utility after every %d steps of the first method. `results.svg`
+Forget quality against retain utility every %d step(s) of the first method. `results.svg`
 draws this path in blue, its inner points labelled with their step, from the finetuned model
 to the method's end point, beside every other model:
 
@@ -140,7 +141,7 @@ other one starting from the first request's adapter (`asu-unlearn --start`). For
 over both authors.
 
 %s
-""" % (COMMAND, total / 60.0, count(results, "unlearn "), count(results, "eval "),
+""" % (command, total / 60.0, count(results, "unlearn "), count(results, "eval "),
        s["teach_steps"], s["teach_lr"], s["unlearn_steps"], s["eval_questions_per_split"],
        s["eval_max_tokens"], max(r["model_utility"] for r in results["methods"].values()),
        method_table(results), list(s["methods"])[0],

@@ -108,6 +108,11 @@ static void test_unlearn(asu_model *m) {
   CHECK(rc == ASU_ERR_INVALID, "tau 0 returned %d", rc);
   CHECK(strstr(err.message, "tau") != NULL, "tau 0: %s", err.message);
   asu_unlearn_defaults(&cfg);
+  cfg.tau_layers = 1ull << asu_model_get_config(m)->n_layers;
+  rc = asu_unlearn(m, &cfg, &forget, &retain, NULL, NULL, NULL, &lora, &err);
+  CHECK(rc == ASU_ERR_INVALID, "smoothing a layer past the last returned %d", rc);
+  CHECK(strstr(err.message, "layer") != NULL, "a layer past the last: %s", err.message);
+  asu_unlearn_defaults(&cfg);
   asu_dataset empty = {0};
   rc = asu_unlearn(m, &cfg, &empty, &retain, NULL, NULL, NULL, &lora, &err);
   CHECK(rc == ASU_ERR_INVALID, "empty forget set returned %d", rc);

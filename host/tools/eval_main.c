@@ -31,7 +31,7 @@ static void usage(FILE *out) {
           "                      selectivity, its ROUGE-L\n"
           "  --max-tokens N      greedy answer length for ROUGE-L (default 200; TOFU answers\n"
           "                      average about 95 tokens with the 512-piece vocabulary)\n"
-          "  --limit N           first N questions of each split (default: all)\n"
+          "  --limit N           first N questions of each split (default 0: all)\n"
           "  --json FILE         write the JSON object there instead of stdout\n"
           "  --markdown FILE     also write a Markdown table\n"
           "  --device SEL        Vulkan device index or name substring\n"
@@ -67,7 +67,7 @@ static int parse_cli(int argc, char **argv, cli *c) {
     case 'h': usage(stdout); exit(0);
     default: usage(stderr); return 2;
     }
-    if (end && (*end || end == optarg)) {
+    if (end && (*end || end == optarg || optarg[0] == '-')) {
       fprintf(stderr, "asu-eval: --%s takes a whole number, got '%s'\n",
               o == 'n' ? "max-tokens" : "limit", optarg);
       return 2;

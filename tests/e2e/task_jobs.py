@@ -197,6 +197,8 @@ def check_evaluation(args, pb, c, root, work):
                    check=True, stderr=subprocess.DEVNULL)
     with open(cli_path) as f:
         cli = json.load(f)
+    measured = (full.pop("adapter", None), full.pop("adapter_version", None))
+    check(measured == ("", 0), "the full result names the model alone (%s)" % (measured,))
     check(full == cli, "the job's full result equals asu-eval's for the same files")
     check(summary_json["selectivity"] == cli["selectivity"]
           and summary_json["model_utility"] == cli["model_utility"],
