@@ -126,8 +126,9 @@ typedef struct asu_unlearn_config {
      a step at most (asu_cmd_set_flush_every). */
   uint32_t dispatches_per_submit;
   /* With snapshot_dir set, the adapter is saved in the PEFT layout to
-     snapshot_dir/step-NNNNN at step 0, every snapshot_every steps and at the last step, as it
-     is when that step's losses are measured: a record of the run to evaluate step by step. */
+     snapshot_dir/step-NNNNN at step 0, every snapshot_every steps and at the last step. Each
+     snapshot is the adapter whose losses that step reports, so a run can be evaluated step by
+     step. */
   const char *snapshot_dir;
   uint32_t snapshot_every;
   /* Continual unlearning: with start set, the run builds on that adapter. The frozen model that

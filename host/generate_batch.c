@@ -1,5 +1,5 @@
 /* Greedy generation for many prompts at once. The unfinished sequences of a group share one
-   forward pass a step and one key/value cache, each in its own slot of rows; the attention
+   forward pass a step and one key/value cache, each in its own slot of rows, and the attention
    ranges keep the slots apart. On lavapipe a lone decoding step of a small model is mostly
    submission overhead, so a group of 32 costs little more than one sequence. */
 #include <stdlib.h>

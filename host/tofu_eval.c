@@ -83,13 +83,19 @@ static int check_options(const asu_tofu_eval_options *o, asu_error *err) {
   return ASU_OK;
 }
 
+/* Writes the file of a split into path: its own path for a plain split, else the TOFU file. */
+static void split_path(const asu_tofu_eval_options *o, const split_spec *spec, char *path,
+                       size_t size) {
+  if (spec->plain) snprintf(path, size, "%s", spec->file);
+  else snprintf(path, size, "%s/%s_perturbed.jsonl", o->tofu_dir, spec->file);
+}
+
 /* Fails unless every split's file can be read. */
 static int check_files(const asu_tofu_eval_options *o, const split_spec *specs, size_t n,
                        asu_error *err) {
   for (size_t i = 0; i < n; i++) {
     char path[4096];
-    if (specs[i].plain) snprintf(path, sizeof path, "%s", specs[i].file);
-    else snprintf(path, sizeof path, "%s/%s_perturbed.jsonl", o->tofu_dir, specs[i].file);
+    split_path(o, &specs[i], path, sizeof path);
     FILE *f = fopen(path, "r");
     if (!f)
       return asu_error_set(err, ASU_ERR_NOT_FOUND, "cannot open %s, the %s split; check the "
@@ -109,8 +115,7 @@ static int measure_splits(asu_model *m, const asu_lora *lora, const asu_tofu_eva
   if (o->vocabulary_path) eo.vocabulary = &vocabulary;
   for (size_t i = 0; i < n && !rc; i++) {
     char path[4096];
-    if (specs[i].plain) snprintf(path, sizeof path, "%s", specs[i].file);
-    else snprintf(path, sizeof path, "%s/%s_perturbed.jsonl", o->tofu_dir, specs[i].file);
+    split_path(o, &specs[i], path, sizeof path);
     eval_split split = {.name = specs[i].name, .forget = specs[i].forget,
                         .options = specs[i].options, .plain = specs[i].plain};
     rc = eval_load_split(path, o->limit, &split, err);

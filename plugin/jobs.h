@@ -39,8 +39,8 @@ typedef struct asu_job_snapshot {
   uint64_t seq; /* increases with every change */
 } asu_job_snapshot;
 
-/* What a job does: unlearning makes an adapter version; fine-tuning writes a new model file
-   from a copy of the served model, which stays as it is; evaluation measures the served model
+/* What a job does. Unlearning makes an adapter version. Fine-tuning writes a new model file
+   from a copy of the served model, which stays as it is. Evaluation measures the served model
    by the TOFU metrics. */
 enum asu_job_kind { ASU_JOB_UNLEARN, ASU_JOB_FINETUNE, ASU_JOB_EVALUATE };
 

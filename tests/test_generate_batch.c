@@ -99,7 +99,8 @@ static void test_errors(asu_model *m) {
   CHECK(rc == ASU_ERR_LIMIT, "a prompt over the context returned %d", rc);
   CHECK(strstr(err.message, "prompt 1") != NULL, "message: %s", err.message);
   rc = asu_generate_greedy_batch(m, NULL, list, 1, 0, batch_piece, &t, &err);
-  CHECK(rc == ASU_OK && t.tokens[0] == 0, "no budget: rc %d, %zu tokens", rc, t.tokens[0]);
+  CHECK(rc == ASU_OK, "a budget of 0 tokens returned %d", rc);
+  CHECK(t.tokens[0] == 0, "a budget of 0 tokens produced %zu tokens", t.tokens[0]);
 }
 
 int main(void) {
